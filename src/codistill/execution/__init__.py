@@ -1,0 +1,1 @@
+"""Sandboxed execution of untrusted programs and the judge that turns runs into verdicts."""
