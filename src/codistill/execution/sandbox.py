@@ -55,6 +55,9 @@ class SandboxConfig(BaseModel):
     tmpfs_mb: int = Field(512, ge=16, description="size of each worker's private /tmp (tmpfs), MiB")
     isolate_network: bool = Field(True, description="give workers their own empty network namespace")
     stdout_cap: int = Field(16 << 20, description="bytes of stdout kept for stdio tests")
+    uid_base: int | None = Field(
+        None, description="worker i runs programs as uid/gid uid_base + i (root mode); default: "
+        "derived from this process's pid so that concurrent sandboxes do not share uids")
 
 
 @dataclass
@@ -75,10 +78,27 @@ class SandboxError(RuntimeError):
     pass
 
 
+def _parse_lines(payload: bytes) -> list[dict]:
+    """Result lines written by the untrusted child: parse, skip anything that is not a JSON object."""
+    out = []
+    for raw in payload.split(b"\n"):
+        if not raw:
+            continue
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(msg, dict):
+            out.append(msg)
+    return out
+
+
 class _Worker:
     def __init__(self, index: int, cfg: SandboxConfig):
         self.index = index
-        wcfg = {"index": index, "tmpfs_mb": cfg.tmpfs_mb, "isolate_network": cfg.isolate_network}
+        base = cfg.uid_base if cfg.uid_base is not None else 200_000 + (os.getpid() % 100_000) * 64
+        self.uid = base + index
+        wcfg = {"index": index, "uid": self.uid, "tmpfs_mb": cfg.tmpfs_mb, "isolate_network": cfg.isolate_network}
         boot = (
             "import sys, json; sys.path[:0] = json.loads(sys.argv[2]); "
             "from codistill.execution.worker import main; main()"
@@ -105,7 +125,13 @@ class _Worker:
         line = self.proc.stdout.readline()
         if not line:
             raise SandboxError(f"sandbox worker {self.index} died (exit {self.proc.poll()})")
-        return json.loads(line)
+        header = json.loads(line)
+        n = int(header.pop("payload_bytes", 0))
+        payload = self.proc.stdout.read(n) if n else b""
+        if len(payload) != n:
+            raise SandboxError(f"sandbox worker {self.index} died mid-answer")
+        header["lines"] = _parse_lines(payload)
+        return header
 
     def close(self) -> None:
         try:
@@ -136,6 +162,11 @@ class Sandbox:
             self._idle.put(w)
         self.isolation = self._workers[0].isolation
         return self
+
+    @property
+    def uids(self) -> list[int]:
+        """The unprivileged uids programs run as (root mode), one per worker."""
+        return [w.uid for w in self._workers]
 
     def close(self) -> None:
         for w in self._workers:
@@ -209,10 +240,16 @@ class Sandbox:
         timeout: float | None = None,
         case_limits: list[float] | None = None,
         oracle: str | None = None,
+        allow_digest: bool = False,
     ) -> RunResult:
-        """Call ``fn_name(*args)`` for each args list; returns the wire-encoded outputs in lines."""
+        """Call ``fn_name(*args)`` for each args list; returns the wire-encoded outputs in lines.
+
+        ``allow_digest``: large float-free outputs come back as a sha256 of their canonical form
+        (see :func:`codistill.execution.wire.maybe_digest`) instead of the value itself.
+        """
         return self.run_job(
-            self._job("call", program, timeout, fn_name=fn_name, inputs=inputs, case_limits=case_limits, oracle=oracle)
+            self._job("call", program, timeout, fn_name=fn_name, inputs=inputs, case_limits=case_limits, oracle=oracle,
+                      allow_digest=allow_digest)
         )
 
     def run_assert(

@@ -29,6 +29,9 @@ def encode(x: Any, _depth: int = 0) -> Any:
     if _depth > 200:
         raise NotPlainValue("value nested deeper than 200 levels")
     t = type(x)
+    if t is int and x.bit_length() > 10_000:
+        # beyond ~3000 digits: hex, which Python's int/str conversion limit does not apply to
+        return {TAG: "int", "v": hex(x)}
     if x is None or t is bool or t is int or t is str:
         return x
     if t is float:
@@ -82,6 +85,8 @@ def decode(x: Any) -> Any:
             return frozenset(_hashable(decode(i)) for i in v)
         if tag == "float":
             return float(v)
+        if tag == "int":
+            return int(v, 16)
         if tag == "complex":
             return complex(float(v[0]), float(v[1]))
         if tag == "bytes":
@@ -106,3 +111,90 @@ def from_plain(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return {TAG: "float", "v": repr(x)}
     return x
+
+
+# --------------------------------------------------------------------------------------------
+# Digests of large outputs
+# --------------------------------------------------------------------------------------------
+DIGEST_KEY = "__digest"
+DIGEST_THRESHOLD = 4096  # bytes of canonical JSON above which a float-free output is sent as a digest
+
+
+def _canon(x: Any) -> Any:
+    """Canonical form of an *encoded* value: equal canonical forms <=> Python ``==``, provided
+    one side (the expected value) has no floats.
+
+    bool -> int (``True == 1``), integral float -> int (``2.0 == 2``), frozenset -> set
+    (``{1} == frozenset({1})``), set elements and dict items sorted (order-insensitive
+    equality). Expected values with floats are never digested (tolerances, NaN).
+    """
+    if type(x) is bool:
+        return int(x)
+    if type(x) is float and x.is_integer():
+        return int(x)  # 2.0 == 2; non-integral floats never equal an int
+    if isinstance(x, list):
+        return [_canon(v) for v in x]
+    if isinstance(x, dict):
+        tag, v = x.get(TAG), x.get("v")
+        if tag in ("set", "frozenset"):
+            items = [_canon(i) for i in v]
+            return {TAG: "set", "v": sorted(items, key=_dumps)}
+        if tag == "dict":
+            items = [[_canon(k), _canon(val)] for k, val in v]
+            return {TAG: "dict", "v": sorted(items, key=lambda kv: _dumps(kv[0]))}
+        if tag == "tuple":
+            return {TAG: "tuple", "v": [_canon(i) for i in v]}
+        return x
+    return x
+
+
+def _dumps(x: Any) -> str:
+    import json
+
+    return json.dumps(x, separators=(",", ":"), ensure_ascii=False)
+
+
+def has_float(enc: Any) -> bool:
+    """Whether an encoded value contains a float or complex anywhere."""
+    if type(enc) is float:
+        return True
+    if isinstance(enc, list):
+        return any(has_float(v) for v in enc)
+    if isinstance(enc, dict):
+        if enc.get(TAG) in ("float", "complex"):
+            return True
+        return any(has_float(v) for v in enc.values())
+    return False
+
+
+def digest(enc: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(_dumps(_canon(enc)).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def maybe_digest(enc: Any, threshold: int = DIGEST_THRESHOLD) -> Any:
+    """Replace a large float-free encoded value by ``{"__digest": sha256, "n": size}``."""
+    if isinstance(enc, (list, dict)) or (type(enc) is str and len(enc) > threshold):
+        text = _dumps(enc)
+        if len(text) > threshold and not has_float(enc):
+            import hashlib
+
+            return {DIGEST_KEY: hashlib.sha256(_dumps(_canon(enc)).encode("utf-8", "surrogatepass")).hexdigest(),
+                    "n": len(text)}
+    return enc
+
+
+def is_digest(x: Any) -> bool:
+    return isinstance(x, dict) and DIGEST_KEY in x
+
+
+def has_nonfinite(enc: Any) -> bool:
+    """Whether an encoded value holds NaN/inf (raw equality of encodings is then not ``==``)."""
+    if isinstance(enc, list):
+        return any(has_nonfinite(v) for v in enc)
+    if isinstance(enc, dict):
+        if enc.get(TAG) in ("float", "complex"):
+            return True
+        return any(has_nonfinite(v) for v in enc.values())
+    return False

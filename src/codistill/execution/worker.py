@@ -39,7 +39,7 @@ MS_PRIVATE = 1 << 18
 MS_NOSUID = 2
 MS_NODEV = 4
 
-SANDBOX_UID_BASE = 61000  # worker i runs children as uid/gid SANDBOX_UID_BASE + i (root mode)
+SANDBOX_UID_DEFAULT = 61000  # worker runs its children as this uid/gid unless told otherwise (root mode)
 MAX_RESULT_BYTES = 256 << 20
 EXCERPT = 2000
 
@@ -98,7 +98,7 @@ def isolate(cfg: dict) -> dict:
     if info["root"]:
         if info["mounts"]:
             _expose_interpreter()
-        uid = SANDBOX_UID_BASE + int(cfg.get("index", 0))
+        uid = int(cfg.get("uid", SANDBOX_UID_DEFAULT))
         info["uid_drop"] = _can_run_as(uid)
         if not info["uid_drop"]:
             info["uid_drop_problem"] = "the interpreter is not readable by an unprivileged uid"
@@ -329,7 +329,7 @@ def run_one(job: dict, scratch: str, uid: int | None, seq: int, pid_ns: bool = F
     deadline = t0 + timeout
     case_deadline = None
     buf = bytearray()
-    lines: list[dict] = []
+    line_start = scan_from = 0
     reason = None
     n_cases = 0
     # Watch the child itself too: a background process it left holding the pipe must not
@@ -358,24 +358,19 @@ def run_one(job: dict, scratch: str, uid: int | None, seq: int, pid_ns: bool = F
         if len(buf) > MAX_RESULT_BYTES:
             reason = "output_limit"
             break
-        while (nl := buf.find(b"\n")) >= 0:
-            raw = bytes(buf[:nl])
-            del buf[: nl + 1]
-            try:
-                msg = json.loads(raw)
-            except ValueError:
-                continue  # garbage on the result pipe cannot make anything pass
-            if not isinstance(msg, dict):
-                continue
-            lines.append(msg)
-            ev = msg.get("ev")
-            if case_limits and ev in ("loaded", "case"):
-                if ev == "case":
+        # Lines are forwarded to the trusted parent unparsed; only their kind is looked at here
+        # (the harness writes '{"ev": "<kind>", ...', json.dumps keeps key order).
+        while (nl := buf.find(b"\n", scan_from)) >= 0:
+            line = bytes(buf[line_start:nl])
+            line_start = scan_from = nl + 1
+            if case_limits and (line.startswith(b'{"ev": "case"') or line.startswith(b'{"ev": "loaded"')):
+                if line.startswith(b'{"ev": "case"'):
                     n_cases += 1
                 if n_cases < len(case_limits):
                     case_deadline = time.monotonic() + float(case_limits[n_cases])
                 else:
                     case_deadline = None
+        scan_from = len(buf)
     os.close(pidfd)
     elapsed = time.monotonic() - t0
     if reason:
@@ -383,9 +378,10 @@ def run_one(job: dict, scratch: str, uid: int | None, seq: int, pid_ns: bool = F
     _, status = os.waitpid(pid, 0)
     _kill_all(pid, uid, pid_ns)
     os.close(rfd)
+    payload = bytes(buf[:line_start])  # complete lines only
     result = {
         "id": job.get("id"),
-        "lines": lines,
+        "payload_bytes": len(payload),
         "time_s": round(elapsed, 4),
         "limit": reason,
         "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
@@ -397,7 +393,7 @@ def run_one(job: dict, scratch: str, uid: int | None, seq: int, pid_ns: bool = F
         out = _read_excerpt(os.path.join(workdir, "stdout"), cap)
         result["stdout"] = out
     _rmtree(workdir)
-    return result
+    return result, payload
 
 
 def _rmtree(path: str) -> None:
@@ -411,7 +407,8 @@ def main() -> None:
     index = int(cfg.get("index", 0))
     info = isolate(cfg)
     info["pid_ns"] = _become_pid_namespace_init()
-    uid = SANDBOX_UID_BASE + index if info["uid_drop"] else None
+    uid = int(cfg.get("uid", SANDBOX_UID_DEFAULT)) if info["uid_drop"] else None
+    info["uid"] = uid
     scratch = os.path.join("/tmp", f"codistill-worker{index}-{os.getpid()}")
     os.makedirs(scratch, mode=0o711, exist_ok=True)
     for name in _PREIMPORT:
@@ -431,10 +428,12 @@ def main() -> None:
         job = json.loads(raw)
         seq += 1
         try:
-            res = run_one(job, scratch, uid, seq, bool(info.get("pid_ns")))
+            res, payload = run_one(job, scratch, uid, seq, bool(info.get("pid_ns")))
         except Exception as e:  # noqa: BLE001
-            res = {"id": job.get("id"), "lines": [], "sandbox_error": f"{type(e).__name__}: {e}"}
+            res, payload = {"id": job.get("id"), "payload_bytes": 0, "sandbox_error": f"{type(e).__name__}: {e}"}, b""
+        # A JSON header line, then exactly payload_bytes of raw result lines from the child.
         out.write((json.dumps(res) + "\n").encode())
+        out.write(payload)
         out.flush()
     _rmtree(scratch)
 
