@@ -1,0 +1,94 @@
+"""Wire encoding (exact types), digests of large outputs, and the trusted comparison rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from codistill.execution.compare import CaseComparer, stdout_matches
+from codistill.execution.wire import NotPlainValue, decode, digest, encode, maybe_digest
+
+
+@pytest.mark.parametrize("value", [
+    None, True, 0, -5, pytest.param(2**20000, id="bigint"), 1.5, "é\n", [1, [2, (3, 4)]], (1,), {1: "a", (2, 3): [4]},
+    {1, 2}, frozenset({"x"}), b"\x00\xff", complex(1, -2), float("inf"), [], {},
+])
+def test_roundtrip_keeps_types(value):
+    got = decode(encode(value))
+    assert got == value and type(got) is type(value)
+
+
+def test_nan_roundtrip():
+    assert math.isnan(decode(encode(float("nan"))))
+
+
+@pytest.mark.parametrize("bad", [
+    type("F", (float,), {"__eq__": lambda s, o: True})(0.5),
+    type("L", (list,), {})([1]),
+    object(),
+    [1, type("I", (int,), {})(3)],
+    lambda: 1,
+])
+def test_non_plain_values_are_rejected(bad):
+    with pytest.raises(NotPlainValue):
+        encode(bad)
+
+
+def test_numpy_values_encode_as_python_values():
+    np = pytest.importorskip("numpy")
+    assert decode(encode(np.int64(3))) == 3
+    assert decode(encode(np.array([1.5, 2.0]))) == [1.5, 2.0]
+
+
+@pytest.mark.parametrize("a,b,equal", [
+    ([True, 2], [1, 2], True),
+    ([2.0, 3], [2, 3], True),
+    ([2.5], [2], False),
+    ({1, 2, 3}, {3, 2, 1}, True),
+    ({1: "a", 2: "b"}, {2: "b", 1: "a"}, True),
+    (frozenset({1}), {1}, True),
+    ((1, 2), [1, 2], False),
+    ("a" * 5000, "a" * 5000, True),
+    ("a" * 5000, "a" * 4999 + "b", False),
+    ([list(range(2000))], [list(range(2000))], True),
+    ([list(range(2000))], [list(range(1999)) + [0]], False),
+])
+def test_digest_equality_matches_python_equality(a, b, equal):
+    # the expected side (b) never holds non-integral floats when digests are used
+    assert (a == b) is equal
+    assert (digest(encode(a)) == digest(encode(b))) is equal
+
+
+def test_maybe_digest_only_for_large_float_free_values():
+    small = encode([1, 2, 3])
+    assert maybe_digest(small) == small
+    big = encode(list(range(5000)))
+    assert "__digest" in maybe_digest(big)
+    big_floats = encode([0.5] * 5000)
+    assert maybe_digest(big_floats) == big_floats
+
+
+def test_comparer_follows_evalplus_float_rules():
+    cmp = CaseComparer(atol=0)
+    assert cmp([], 0.30000000000000004, 0.3)  # atol becomes 1e-6 for float expectations
+    assert cmp([], [1.0, 2.0000001], [1.0, 2.0])
+    assert not cmp([], (1.0, 2.0), [1.0, 2.0])  # types differ
+    assert not cmp([], [1.0], [1.0, 2.0])
+    assert cmp([], 1, 1.0) and not CaseComparer(0)([], 1, 2)
+    assert CaseComparer(0)([], True, 1)  # Python ==, as EvalPlus
+
+
+def test_special_oracles():
+    zero = CaseComparer(atol=1e-6, oracle="humaneval/find_zero")
+    assert zero([[-6, 11, -6, 1]], 1.0, 999.0)  # a root is right whatever the reference found
+    assert not zero([[-6, 11, -6, 1]], 1.5, 1.0)
+    assert CaseComparer(0, "mbpp/similar_elements")([], [2, 1], [1, 2])
+    assert CaseComparer(0, "mbpp/sum_div")([], 0, 7)
+    assert not CaseComparer(0, "mbpp/sum_div")([], 3, 7)
+
+
+def test_stdout_comparison():
+    assert stdout_matches("1 2\n3\n\n", "1 2\n3")
+    assert stdout_matches("1  2\r\n", "1 2")  # token fallback
+    assert not stdout_matches("1 2\n", "1 3\n")
