@@ -45,6 +45,12 @@ ALWAYS_EQUAL = HE2_PROMPT + '''    class Sneaky(float):
         def __lt__(self, other): return True
     return Sneaky(0.5)
 '''
+EQ_OBJECT = HE2_PROMPT + '''    class Anything:
+        def __eq__(self, other): return True
+        def __sub__(self, other): return self
+        def __abs__(self): return 0.0
+    return Anything()
+'''
 PATCH_BUILTINS = "import builtins\nbuiltins.abs = lambda x: 0.0\n" + HE2_PROMPT + "    return 0.5\n"
 SHADOW_BUILTIN = "abs = lambda x: 0.0\n" + HE2_PROMPT + "    return 0.5\n"
 EXIT_BEFORE = HE2_PROMPT + "    return number % 1.0\nimport sys\nsys.exit(0)\n"
@@ -94,6 +100,7 @@ def test_good_program_passes_both_kinds(judge):
 
 @pytest.mark.parametrize("program,why", [
     (ALWAYS_EQUAL, "float subclass whose __eq__/__sub__/__abs__ lie"),
+    (EQ_OBJECT, "object whose __eq__ is always True"),
     (PATCH_BUILTINS, "patches builtins.abs"),
     (SHADOW_BUILTIN, "global named abs"),
     (EXIT_BEFORE, "sys.exit(0) before the tests"),
@@ -111,8 +118,11 @@ def test_cheats_do_not_pass(judge, program, why):
 
 def test_cheat_verdict_names_the_reason(judge):
     p = he2_problem()
-    v = judge.judge(p.model_copy(update={"tests": [p.suite("plus")]}), ALWAYS_EQUAL)
+    v = judge.judge(p.model_copy(update={"tests": [p.suite("plus")]}), EQ_OBJECT)
     assert "NotPlainValue" in v["failure"]["error"]
+    # the lying float subclass is judged by its real value: right on case 0, wrong on case 1
+    v = judge.judge(p.model_copy(update={"tests": [p.suite("plus")]}), ALWAYS_EQUAL)
+    assert v["failure"]["case"] == 1 and v["failure"]["got"] == "0.5"
     v = judge.judge(p.model_copy(update={"tests": [p.suite("base")]}), OS_EXIT_BEFORE)
     assert "before its tests finished" in v["failure"]["error"]
 

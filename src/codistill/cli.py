@@ -69,7 +69,7 @@ def cmd_benchmarks(args) -> int:
     for col in ("name", "description", "licence"):
         t.add_column(col)
     for name, entry in BENCHMARKS.items():
-        t.add_row(name, str(entry.get("description", "")), str(entry.get("license", "")))
+        t.add_row(name, entry.description, entry.license)
     Console().print(t)
     return 0
 

@@ -267,7 +267,7 @@ class Judge:
             raise ValueError(f"stdio suite {s.name!r} has no expected outputs")
         out = {"total": len(s.inputs), "passed": 0, "time_s": 0.0, "stderr": ""}
         for i, (stdin, exp) in enumerate(zip(s.inputs, s.outputs)):
-            res = self.sandbox.run_python(program, stdin=stdin, timeout=self.config.timeout_s)
+            res = self.sandbox.run_python(program, stdin=stdin, timeout=s.timeout_s or self.config.timeout_s)
             out["time_s"] += res.time_s
             if res.status != "ok":
                 out.update(status=res.status, stderr=res.stderr,
@@ -285,7 +285,7 @@ class Judge:
 
     def _judge_assert(self, problem: Problem, s: AssertTests, program: str) -> dict:
         res = self.sandbox.run_assert(program, s.program, problem.entry_point, setup=s.setup, call=s.call,
-                                      timeout=self.config.timeout_s)
+                                      timeout=s.timeout_s or self.config.timeout_s)
         out = {"total": 1, "passed": 0, "time_s": res.time_s, "stderr": res.stderr}
         if res.status == "ok" and res.completed:
             out.update(status="pass", passed=1)

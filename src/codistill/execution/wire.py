@@ -1,10 +1,12 @@
 """A JSON encoding of plain Python values that keeps their exact types.
 
 Used in two directions:
-* the sandboxed child *encodes* what the untrusted function returned. Only values whose type is
-  exactly one of the plain built-in types (or a numpy scalar/array, converted) are encodable;
-  anything else -- notably an object whose ``__eq__`` claims equality with everything, or a
-  ``float`` subclass -- raises :class:`NotPlainValue`, and the case fails;
+* the sandboxed child *encodes* what the untrusted function returned. Plain built-in types are
+  encoded as they are; numpy values and instances of *subclasses* of plain types (Counter,
+  namedtuple, IntEnum, a ``float`` subclass with a lying ``__eq__``) are reduced to their plain
+  value using the base type's own methods, so no override runs; anything else (e.g. an object
+  whose ``__eq__`` claims equality with everything) raises :class:`NotPlainValue` and the case
+  fails;
 * the trusted side *decodes* it into fresh built-in objects and compares them. JSON decoding
   never runs code, so nothing the untrusted process sends can act in the trusted one.
 
@@ -51,12 +53,40 @@ def encode(x: Any, _depth: int = 0) -> Any:
         return {TAG: "complex", "v": [repr(x.real), repr(x.imag)]}
     if t is bytes:
         return {TAG: "bytes", "v": base64.b64encode(x).decode()}
+    if t is _deque():
+        return {TAG: "deque", "v": [encode(v, _depth + 1) for v in x]}
     mod = getattr(t, "__module__", "")
     if mod == "numpy" and _is_real_numpy_type(t):
         # numpy scalars/arrays: compare as the Python values they stand for (EvalPlus compares
         # numpy outputs with == against Python expectations, which this reproduces).
         return encode(x.tolist(), _depth + 1)
+    for base, convert in _SUBCLASS_CONVERTERS:
+        if issubclass(t, base):
+            # A subclass of a plain type (Counter, OrderedDict, namedtuple, IntEnum, or a class
+            # written to lie in __eq__): keep only the plain value, read with the *base* type's
+            # own methods, so no override of the subclass runs.
+            return encode(convert(x), _depth + 1)
     raise NotPlainValue(f"returned a value of type {t.__module__}.{t.__qualname__}, not a plain built-in type")
+
+
+def _deque():
+    from collections import deque
+
+    return deque
+
+
+_SUBCLASS_CONVERTERS = (
+    (int, int.__int__),
+    (float, float.__float__),
+    (str, str.__str__),
+    (bytes, bytes.__bytes__),
+    (complex, complex.__complex__),
+    (list, lambda x: list(list.__iter__(x))),
+    (tuple, lambda x: tuple(tuple.__iter__(x))),
+    (dict, lambda x: dict(dict.items(x))),
+    (frozenset, lambda x: frozenset(frozenset.__iter__(x))),
+    (set, lambda x: set(set.__iter__(x))),
+)
 
 
 def _is_real_numpy_type(t: type) -> bool:
@@ -91,6 +121,8 @@ def decode(x: Any) -> Any:
             return complex(float(v[0]), float(v[1]))
         if tag == "bytes":
             return base64.b64decode(v)
+        if tag == "deque":
+            return _deque()(decode(i) for i in v)
         # A plain JSON object from a data file (no tag): keep it as a dict.
         return {k: decode(val) for k, val in x.items()}
     return x

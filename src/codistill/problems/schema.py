@@ -47,6 +47,7 @@ class StdioTests(_Base):
     name: str = "base"
     inputs: list[str]
     outputs: list[str] | None = None
+    timeout_s: float | None = Field(None, description="seconds per case (default: the judge's timeout)")
 
 
 class AssertTests(_Base):
@@ -57,6 +58,9 @@ class AssertTests(_Base):
     call: str | None = Field(
         None, description="entry call, e.g. 'check' to run check(<entry point>) as HumanEval does"
     )
+    timeout_s: float | None = Field(
+        None, description="seconds for the whole test program (default: the judge's timeout; "
+        "MBPP sets 10 because some references need ~3 s)")
 
 
 TestSuite = Annotated[CallTests | StdioTests | AssertTests, Field(discriminator="kind")]
