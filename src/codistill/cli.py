@@ -7,6 +7,7 @@ CLI does can be done from Python too.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -74,6 +75,56 @@ def cmd_benchmarks(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from codistill.evaluation.run import DEFAULT_BENCHMARKS, EvalConfig, run_eval
+    from codistill.report.tables import print_eval_results
+
+    opts = {}
+    for item in args.backend_option or []:
+        k, _, v = item.partition("=")
+        try:
+            opts[k] = json.loads(v)
+        except ValueError:
+            opts[k] = v
+    cfg = EvalConfig(
+        model=args.model, adapter=args.adapter, backend=args.backend, backend_options=opts,
+        benchmarks=[b.strip() for b in (args.benchmark or ",".join(DEFAULT_BENCHMARKS)).split(",") if b.strip()],
+        n_samples=args.n_samples, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+        seed=args.seed, limit=args.limit, batch_size=args.batch_size, prompt_mode=args.prompt_mode,
+        template_dir=args.template_dir, dtype=args.dtype, perplexity=not args.no_perplexity,
+        token_nll=not args.no_token_nll, data_dir=args.data_dir, judge_timeout_s=args.timeout, workers=args.workers,
+    )
+    results = run_eval(cfg, args.out, progress=not args.no_progress)
+    print_eval_results(results)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from codistill import models
+
+    console = Console()
+    if args.prepare:
+        for name in args.prepare:
+            spec = models.get_spec(name)
+            if spec.fmt == "gguf":
+                console.print(f"{name}: GGUF {models.gguf_path(name)}")
+                if spec.role != "teacher":
+                    console.print(f"{name}: HF folder {models.hf_path(name, dtype=args.dtype)}")
+            else:
+                console.print(f"{name}: {models.resolve_model(name)}")
+    t = Table(title="packaged models (shared/MODELS.md)")
+    for col in ("name", "role", "installed", "paths / install"):
+        t.add_column(col)
+    for m in models.list_models():
+        where = "\n".join(f"{k}: {v}" for k, v in m["paths"].items()) or m["install"]
+        t.add_row(m["name"], m["role"], "yes" if m["installed"] else "no", where)
+    console.print(t)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from codistill import __version__
 
@@ -99,6 +150,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     _sandbox_args(p)
     p.set_defaults(func=cmd_demo, suites=None)
+
+    p = sub.add_parser("eval", help="generate with a model (optionally + LoRA adapter), judge, and score like the paper")
+    _add_common(p)
+    p.add_argument("--model", required=True, help="packaged short name (see `codistill models`), HF folder, GGUF file")
+    p.add_argument("--adapter", default=None, help="peft LoRA adapter folder (applied without merging)")
+    p.add_argument("--backend", default="hf", help="hf (transformers), openai (OpenAI-compatible HTTP), llamacpp")
+    p.add_argument("--backend-option", action="append", metavar="KEY=VALUE",
+                   help="extra backend setting, e.g. base_url=http://127.0.0.1:8080/v1 concurrency=8")
+    p.add_argument("--benchmark", default=None, help="comma list (default humaneval,humaneval+,mbpp,mbpp+; mbpp = test split)")
+    p.add_argument("--n-samples", type=int, default=1)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="first K tasks of each benchmark")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--prompt-mode", choices=["auto", "chat", "completion"], default="auto")
+    p.add_argument("--template-dir", default=None, help="folder with eval_chat.txt / eval_completion.txt")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--no-perplexity", action="store_true")
+    p.add_argument("--no-token-nll", action="store_true")
+    p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
+    p.add_argument("--no-progress", action="store_true")
+    _sandbox_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("models", help="list the packaged models; --prepare assembles/converts them once")
+    p.add_argument("--prepare", nargs="*", metavar="NAME", help="e.g. qwen2.5-coder-0.5b smollm2-135m")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("benchmarks", help="list the benchmarks and problem sources codistill can load")
     p.set_defaults(func=cmd_benchmarks)

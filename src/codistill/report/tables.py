@@ -24,3 +24,31 @@ def print_judge_summary(summary: dict, console=None) -> None:
     if "wall_s" in summary:
         t.add_row("wall time", f"{summary['wall_s']:.1f} s")
     console.print(t)
+
+
+def print_eval_results(results: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    cfg = results.get("config", {})
+    t = Table(title=f"eval: {cfg.get('model')}" + (f" + {cfg.get('adapter')}" if cfg.get("adapter") else ""))
+    for col in ("benchmark", "tasks", "pass@1", "other pass@k", "syntax match", "dataflow match"):
+        t.add_column(col, justify="right" if col != "benchmark" else "left")
+    for name, b in results.get("benchmarks", {}).items():
+        pk = b.get("pass@k", {})
+        others = ", ".join(f"{k} {100 * v:.1f}%" for k, v in pk.items() if k != "pass@1")
+        t.add_row(b.get("benchmark", name), str(b["tasks"]), f"{100 * pk.get('pass@1', 0):.1f}%", others or "-",
+                  _fmt(b.get("syntax_match")), _fmt(b.get("dataflow_match")))
+    console.print(t)
+    qp = results.get("question_perplexity")
+    if qp and qp.get("mean") is not None:
+        console.print(f"question-completion perplexity (MBPP test questions, {int(100 * qp['prefix_fraction'])}% "
+                      f"prefix): mean {qp['mean']:.2f}, median {qp['median']:.2f} over {qp['n']}")
+    g = results.get("generation", {})
+    if g.get("tokens_per_s"):
+        console.print(f"generation: {g['new_tokens']} new tokens in {g['seconds']} s ({g['tokens_per_s']} tok/s)")
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"

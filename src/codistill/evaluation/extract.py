@@ -1,0 +1,95 @@
+"""Turn a model's answer into a program, robustly and without running it.
+
+Written on the standard library's ``ast`` (EvalPlus's tree-sitter ``sanitize`` cannot be a
+dependency here: evalplus pins protobuf<5 through google-generativeai, which conflicts with
+tensorboard). Rules, in order:
+
+1. fenced code blocks (```python ... ``` or ``` ... ```): prefer the block that defines the entry
+   point, else the longest block that parses;
+2. no fences: the longest prefix of the answer, starting at its first code-looking line, that
+   parses (trailing prose is dropped);
+3. if the code defines the entry point, the program is the prompt's import lines + the code;
+   otherwise the code is taken as a continuation of the prompt (a function body), as in
+   completion-style HumanEval.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_CODE_START = re.compile(r"^(def |class |import |from |@|async def |[A-Za-z_][A-Za-z0-9_]* *=)")
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+        return True
+    except (SyntaxError, ValueError):
+        return False
+
+
+def _defines(code: str, name: str | None) -> bool:
+    if not name:
+        return False
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return bool(re.search(rf"^\s*(async\s+)?def\s+{re.escape(name)}\s*\(", code, re.M))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+    return False
+
+
+def fenced_blocks(text: str) -> list[str]:
+    return [m.group(2) for m in _FENCE.finditer(text) if m.group(1).lower() in ("", "python", "py", "python3")]
+
+
+def _longest_parsing_prefix(lines: list[str]) -> str:
+    for end in range(len(lines), 0, -1):
+        code = "\n".join(lines[:end])
+        if _parses(code):
+            return code
+    return "\n".join(lines)
+
+
+def extract_code(text: str, entry_point: str | None = None) -> str:
+    """The code in a model answer (see module docstring for the rules)."""
+    blocks = fenced_blocks(text)
+    if blocks:
+        defining = [b for b in blocks if _defines(b, entry_point)]
+        pool = defining or [b for b in blocks if _parses(b)] or blocks
+        return max(pool, key=len).rstrip() + "\n"
+    text = re.sub(r"^[ \t]*```.*$", "", text, flags=re.M)  # a stray (unpaired) fence line
+    lines = text.split("\n")
+    start = next((i for i, ln in enumerate(lines) if _CODE_START.match(ln)), None)
+    if start is None:
+        return text
+    if _parses(text) and start > 0 and all(not ln.strip() or ln.startswith((" ", "\t")) for ln in lines[:start]):
+        return text  # an indented body followed by code: keep as is
+    return _longest_parsing_prefix(lines[start:]).rstrip() + "\n"
+
+
+def _prompt_imports(prompt: str) -> str:
+    keep = [ln for ln in prompt.split("\n") if re.match(r"^(import |from \S+ import )", ln)]
+    return "\n".join(keep) + ("\n" if keep else "")
+
+
+def build_program(answer: str, prompt_code: str, entry_point: str | None, mode: str) -> str:
+    """The program to judge for a model answer.
+
+    ``prompt_code`` is the code the model was asked to complete (HumanEval prompt, or "" when the
+    prompt is prose only). ``mode`` is "completion" (the answer continues the prompt) or "chat".
+    """
+    if mode == "completion" and not answer.lstrip().startswith("```"):
+        program = prompt_code + answer
+        if _parses(program) or not _defines(answer, entry_point):
+            return program
+    code = extract_code(answer, entry_point)
+    if _defines(code, entry_point):
+        return _prompt_imports(prompt_code) + code
+    if prompt_code and code.startswith((" ", "\t")):
+        return prompt_code + code
+    return (prompt_code + "\n" + code) if prompt_code else code

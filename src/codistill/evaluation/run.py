@@ -1,0 +1,299 @@
+"""``codistill eval``: generate -> judge -> metrics, resumable, in one run directory.
+
+Run directory layout::
+
+    RUN_DIR/config.json          resolved EvalConfig
+    RUN_DIR/generations.jsonl    one line per generated sample (append-only; resume counts it)
+    RUN_DIR/<bench>/samples.jsonl   EvalPlus format: task_id, solution (+ completion_raw, ...)
+    RUN_DIR/<bench>/verdicts.jsonl  judge output (every sample field + passed, status, ...)
+    RUN_DIR/tasks.jsonl          per task and benchmark: program, verdict, n, c, pass@1,
+                                 syntax/dataflow match, question-completion perplexity
+    RUN_DIR/token_nll.jsonl      per-token negative log-likelihood along greedy solutions
+    RUN_DIR/results.json         all metrics, config, versions, data hashes, timings
+
+Prompts that are the same for two benchmarks (HumanEval and HumanEval+) are generated once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import time
+from collections import defaultdict
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from codistill.problems.schema import Problem
+from codistill.store import JsonlAppender, atomic_write_json, read_jsonl, sha256_json, write_jsonl
+
+DEFAULT_BENCHMARKS = ["humaneval", "humaneval+", "mbpp", "mbpp+"]
+# The paper evaluates MBPP on its test split (task ids 11-510).
+BENCHMARK_ALIASES = {"mbpp": "mbpp:test"}
+STOPS_COMPLETION_CODE = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert"]
+STOPS_COMPLETION_DOC = ["\nassert", '\n"""', "\nif __name__", "\nprint(", "\n```"]
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., description="packaged short name, local HF folder, GGUF file, or server model name")
+    adapter: str | None = Field(None, description="peft LoRA adapter folder, applied without merging")
+    backend: str = Field("hf", description="hf | openai | llamacpp")
+    backend_options: dict = Field(default_factory=dict, description="extra backend arguments (base_url, concurrency, ...)")
+    benchmarks: list[str] = Field(default_factory=lambda: list(DEFAULT_BENCHMARKS))
+    n_samples: int = Field(1, ge=1, description="samples per task (pass@k for k <= n)")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy (the paper's setting)")
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(512, ge=1)
+    seed: int = 0
+    limit: int | None = Field(None, ge=1, description="first K tasks of each benchmark")
+    batch_size: int = Field(8, ge=1)
+    prompt_mode: Literal["auto", "chat", "completion"] = "auto"
+    template_dir: str | None = Field(None, description="folder with eval_chat.txt / eval_completion.txt to override")
+    dtype: str = "float32"
+    perplexity: bool = Field(True, description="question-completion perplexity on MBPP test questions")
+    perplexity_prefix: float = Field(0.1, gt=0, lt=1, description="fraction of question tokens given as context")
+    token_nll: bool = Field(True, description="per-token NLL along greedy solutions (paper Fig. 2)")
+    data_dir: str | None = None
+    judge_timeout_s: float = 3.0
+    workers: int | None = None
+
+
+def _template(cfg: EvalConfig, mode: str) -> str:
+    name = f"eval_{mode}.txt"
+    if cfg.template_dir:
+        path = Path(cfg.template_dir) / name
+        if path.is_file():
+            return path.read_text()
+    return resources.files("codistill").joinpath("templates", name).read_text()
+
+
+def render_prompt(problem: Problem, template: str) -> str:
+    return template.replace("{prompt}", problem.prompt.strip() if "```" in template else problem.prompt)
+
+
+def _gen_key(task_id: str, prompt: str) -> str:
+    return hashlib.sha256(f"{task_id}\0{prompt}".encode()).hexdigest()[:20]
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("codistill", "torch", "transformers", "peft", "codebleu"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Generate, judge and score; resumes from whatever ``out_dir`` already holds."""
+    from rich.console import Console
+
+    from codistill.backends import SamplingParams, make_generator
+    from codistill.commands import summarize
+    from codistill.execution.judge import Judge, JudgeConfig
+    from codistill.execution.sandbox import SandboxConfig
+    from codistill.problems.loaders import BENCHMARK_LABELS, load_benchmark
+
+    console = Console()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        keys = ("model", "adapter", "temperature", "top_p", "max_new_tokens", "prompt_mode", "seed")
+        changed = [k for k in keys if old.get(k) != getattr(cfg, k)]
+        if changed:
+            raise ValueError(f"{out} holds a run with different settings ({', '.join(changed)}); "
+                             "use another --out directory or delete it to start over")
+    atomic_write_json(cfg_path, cfg.model_dump())
+    timings: dict[str, float] = {}
+
+    # problems --------------------------------------------------------------------------
+    benches: dict[str, list[Problem]] = {}
+    data_hashes = {}
+    for name in cfg.benchmarks:
+        problems = load_benchmark(BENCHMARK_ALIASES.get(name, name), data_dir=cfg.data_dir, limit=cfg.limit)
+        benches[name] = problems
+        data_hashes[name] = sha256_json([p.model_dump(exclude={"meta"}) for p in problems])
+
+    # generation -------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    gen = make_generator(cfg.backend, model=cfg.model, adapter=cfg.adapter, batch_size=cfg.batch_size,
+                         prompt_mode=cfg.prompt_mode, dtype=cfg.dtype, **cfg.backend_options) \
+        if cfg.backend == "hf" else make_generator(cfg.backend, model=cfg.model, **cfg.backend_options)
+    timings["load_model_s"] = time.perf_counter() - t0
+    mode = getattr(gen, "prompt_mode", "chat" if cfg.prompt_mode != "completion" else "completion")
+    template = _template(cfg, mode)
+
+    units: dict[str, dict] = {}  # gen_key -> {task_id, prompt, problem}
+    for name, problems in benches.items():
+        for p in problems:
+            prompt = render_prompt(p, template)
+            units.setdefault(_gen_key(p.id, prompt), {"task_id": p.id, "prompt": prompt, "problem": p})
+    gen_path = out / "generations.jsonl"
+    have: dict[str, list[dict]] = defaultdict(list)
+    if gen_path.exists():
+        for rec in read_jsonl(gen_path):
+            have[rec["gen_key"]].append(rec)
+    todo = [(k, u) for k, u in units.items() if len(have[k]) < cfg.n_samples]
+    n_tokens = 0
+    gen_time = 0.0
+    if todo:
+        console.print(f"generating: {len(todo)} of {len(units)} prompts × {cfg.n_samples} sample(s) "
+                      f"({mode} mode, {'greedy' if cfg.temperature == 0 else f'T={cfg.temperature}'})")
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        tok = getattr(gen, "tokenizer", None)
+        with JsonlAppender(gen_path) as app, Progress(
+            TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[rate]}"), disable=not progress, console=console,
+        ) as bar:
+            task = bar.add_task("gen", total=len(todo), rate="")
+            step = max(1, cfg.batch_size)
+            for start in range(0, len(todo), step):
+                chunk = todo[start:start + step]
+                stops = []
+                for _, u in chunk:
+                    stops.extend(_stops(u["problem"], mode))
+                params = SamplingParams(n=cfg.n_samples, temperature=cfg.temperature, top_p=cfg.top_p,
+                                        max_new_tokens=cfg.max_new_tokens, stop=tuple(dict.fromkeys(stops)),
+                                        seed=cfg.seed + start)
+                tg = time.perf_counter()
+                outs = gen.generate([u["prompt"] for _, u in chunk], params)
+                gen_time += time.perf_counter() - tg
+                for (key, u), comps in zip(chunk, outs):
+                    for i, text in enumerate(comps[len(have[key]):cfg.n_samples], start=len(have[key])):
+                        ntok = len(tok(text, add_special_tokens=False)["input_ids"]) if tok is not None else None
+                        n_tokens += ntok or 0
+                        rec = {"gen_key": key, "task_id": u["task_id"], "sample_index": i, "completion_raw": text,
+                               "n_tokens": ntok}
+                        app.append(rec)
+                        have[key].append(rec)
+                bar.update(task, advance=len(chunk), rate=f"{n_tokens / max(gen_time, 1e-9):.1f} tok/s")
+    else:
+        console.print("All samples are already generated. Skipping generation.")
+    timings["generate_s"] = gen_time
+
+    # judge ------------------------------------------------------------------------------
+    from codistill.evaluation.extract import build_program
+
+    jcfg = JudgeConfig(timeout_s=cfg.judge_timeout_s,
+                       sandbox=SandboxConfig(**({"workers": cfg.workers} if cfg.workers else {})))
+    results: dict = {"benchmarks": {}, "config": cfg.model_dump(), "versions": _versions(), "data_hashes": data_hashes,
+                     "prompt_mode": mode}
+    task_rows: list[dict] = []
+    tj = time.perf_counter()
+    with Judge(jcfg) as judge:
+        for name, problems in benches.items():
+            bdir = out / name.replace(":", "_")
+            samples = []
+            for p in problems:
+                key = _gen_key(p.id, render_prompt(p, template))
+                for rec in sorted(have[key], key=lambda r: r["sample_index"])[:cfg.n_samples]:
+                    program = build_program(rec["completion_raw"], p.code_prefix, p.entry_point, mode)
+                    samples.append({"task_id": p.id, "solution": program, "completion_raw": rec["completion_raw"],
+                                    "sample_index": rec["sample_index"]})
+            write_jsonl(bdir / "samples.jsonl", samples)
+            byid = {p.id: p for p in problems}
+            verdicts = judge.judge_samples(byid, samples, progress=progress)
+            write_jsonl(bdir / "verdicts.jsonl", verdicts)
+            label = BENCHMARK_LABELS.get(name, BENCHMARK_LABELS.get(BENCHMARK_ALIASES.get(name, name), name))
+            summary = summarize(verdicts, label)
+            summary.update(_structure_metrics(byid, verdicts))
+            results["benchmarks"][name] = summary
+            task_rows.extend(_task_rows(name, byid, verdicts))
+    timings["judge_s"] = time.perf_counter() - tj
+
+    # perplexity -------------------------------------------------------------------------
+    if cfg.perplexity and hasattr(gen, "model"):
+        from codistill.evaluation.perplexity import question_completion_perplexity
+
+        tp = time.perf_counter()
+        mbpp = load_benchmark("mbpp:test", data_dir=cfg.data_dir, limit=cfg.limit)
+        texts = [p.meta.get("text") or p.prompt for p in mbpp]
+        ppl = question_completion_perplexity(gen, texts, prefix=cfg.perplexity_prefix, batch_size=cfg.batch_size)
+        for p, v in zip(mbpp, ppl):
+            task_rows.append({"benchmark": "mbpp-questions", "task_id": p.id, "question_ppl": v})
+        finite = sorted(v for v in ppl if v is not None and math.isfinite(v))
+        results["question_perplexity"] = {
+            "n": len(finite), "mean": sum(finite) / len(finite) if finite else None,
+            "median": finite[len(finite) // 2] if finite else None, "prefix_fraction": cfg.perplexity_prefix,
+        }
+        timings["perplexity_s"] = time.perf_counter() - tp
+    if cfg.token_nll and cfg.temperature == 0 and hasattr(gen, "score"):
+        tn = time.perf_counter()
+        _token_nll(gen, units, have, out / "token_nll.jsonl", cfg.batch_size)
+        timings["token_nll_s"] = time.perf_counter() - tn
+
+    write_jsonl(out / "tasks.jsonl", task_rows)
+    results["generation"] = {"new_tokens": n_tokens, "seconds": round(gen_time, 2),
+                             "tokens_per_s": round(n_tokens / gen_time, 2) if gen_time else None,
+                             "usage": gen.usage.as_dict() if hasattr(gen, "usage") else None}
+    results["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    atomic_write_json(out / "results.json", results)
+    gen.close()
+    return results
+
+
+def _stops(problem: Problem, mode: str) -> list[str]:
+    if mode != "completion":
+        return []
+    return STOPS_COMPLETION_CODE if problem.code_prefix else STOPS_COMPLETION_DOC
+
+
+def _structure_metrics(problems: dict[str, Problem], verdicts: list[dict]) -> dict:
+    """Average CodeBLEU syntax / dataflow match of each task's first sample vs its reference."""
+    from codistill.metrics.codebleu import pair_syntax_dataflow
+
+    syn, dfl = [], []
+    for v in verdicts:
+        if v.get("sample_index", 0) != 0:
+            continue
+        ref = problems[v["task_id"]].solutions[0] if problems[v["task_id"]].solutions else None
+        if not ref:
+            continue
+        m = pair_syntax_dataflow(ref, v["solution"])
+        v["syntax_match"], v["dataflow_match"] = m["syntax_match"], m["dataflow_match"]
+        syn.append(m["syntax_match"])
+        if m["dataflow_match"] is not None:
+            dfl.append(m["dataflow_match"])
+    return {"syntax_match": sum(syn) / len(syn) if syn else None,
+            "dataflow_match": sum(dfl) / len(dfl) if dfl else None,
+            "n_dataflow_tasks": len(dfl)}
+
+
+def _task_rows(name: str, problems: dict[str, Problem], verdicts: list[dict]) -> list[dict]:
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for v in verdicts:
+        by_task[v["task_id"]].append(v)
+    rows = []
+    for tid, vs in by_task.items():
+        first = min(vs, key=lambda v: v.get("sample_index", 0))
+        rows.append({
+            "benchmark": name, "task_id": tid, "program": first["solution"], "passed": first["passed"],
+            "status": first["status"], "failure": first.get("failure"), "n": len(vs), "c": sum(v["passed"] for v in vs),
+            "pass@1": sum(v["passed"] for v in vs) / len(vs),
+            "syntax_match": first.get("syntax_match"), "dataflow_match": first.get("dataflow_match"),
+        })
+    return rows
+
+
+def _token_nll(gen, units: dict, have: dict, path: Path, batch_size: int) -> None:
+    done = {r["gen_key"] for r in read_jsonl(path)} if path.exists() else set()
+    todo = [(k, u) for k, u in units.items() if k not in done and have.get(k)]
+    with JsonlAppender(path) as app:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            comps = [min(have[k], key=lambda r: r["sample_index"])["completion_raw"] for k, _ in chunk]
+            scores = gen.score([u["prompt"] for _, u in chunk], comps)
+            for (k, u), lp in zip(chunk, scores):
+                app.append({"gen_key": k, "task_id": u["task_id"], "nll": [round(-x, 4) for x in lp]})

@@ -1,0 +1,109 @@
+"""codistill eval: code extraction, perplexity arithmetic, and a whole resumable run on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from codistill.evaluation.extract import build_program, extract_code
+from codistill.evaluation.perplexity import perplexity_from_logprobs, split_ids
+
+PROMPT = 'from typing import List\n\n\ndef add(a: int, b: int) -> int:\n    """Add two numbers."""\n'
+
+
+@pytest.mark.parametrize("answer,mode,expected", [
+    ("Here you go:\n```python\ndef add(a, b):\n    return a + b\n```\nIt adds.", "chat",
+     "from typing import List\ndef add(a, b):\n    return a + b\n"),
+    ("```python\nimport math\n```\n```python\ndef add(a, b):\n    return a + b\n```", "chat",
+     "from typing import List\ndef add(a, b):\n    return a + b\n"),
+    ("    return a + b\n", "completion", PROMPT + "    return a + b\n"),
+    ("    return a + b\n```", "chat", PROMPT + "    return a + b\n"),
+    ("def add(a, b):\n    return a + b\n\nThis function returns the sum.", "chat",
+     "from typing import List\ndef add(a, b):\n    return a + b\n"),
+])
+def test_build_program(answer, mode, expected):
+    assert build_program(answer, PROMPT, "add", mode) == expected
+
+
+def test_extract_prefers_block_defining_entry_point():
+    text = "```python\nprint('hi')\n```\nand\n```\ndef f(x):\n    return x\n```"
+    assert extract_code(text, "f") == "def f(x):\n    return x\n"
+
+
+def test_mbpp_style_prose_prompt():
+    code = build_program("```python\ndef f(x):\n    return x * 2\n```", "", "f", "chat")
+    assert code == "def f(x):\n    return x * 2\n"
+
+
+def test_perplexity_arithmetic():
+    assert split_ids(list(range(100)), 0.1) == 10
+    assert split_ids(list(range(5)), 0.1) == 1
+    assert split_ids([7], 0.1) == 1
+    assert perplexity_from_logprobs([math.log(0.5)] * 4) == pytest.approx(2.0)
+    assert perplexity_from_logprobs([]) is None
+
+
+def test_question_perplexity_matches_manual_computation(tiny_llama_dir):
+    torch = pytest.importorskip("torch")
+    from codistill.backends import make_generator
+    from codistill.evaluation.perplexity import question_completion_perplexity
+
+    gen = make_generator("hf", model=str(tiny_llama_dir), batch_size=2, prompt_mode="completion", num_threads=1)
+    texts = ["Write a function to add two numbers and return the sum.", "Reverse a string."]
+    got = question_completion_perplexity(gen, texts, prefix=0.1, batch_size=2)
+    for text, ppl in zip(texts, got):
+        ids = gen.tokenizer(text, add_special_tokens=True)["input_ids"]
+        k = split_ids(ids, 0.1)
+        with torch.no_grad():
+            logits = gen.model(input_ids=torch.tensor([ids])).logits[0].float()
+        lp = torch.log_softmax(logits, -1)
+        nll = [-lp[t - 1, ids[t]].item() for t in range(k, len(ids))]
+        assert ppl == pytest.approx(math.exp(sum(nll) / len(nll)), rel=1e-4)
+
+
+def test_eval_run_end_to_end_and_resume(tiny_llama_dir, tmp_path):
+    from codistill.evaluation.run import EvalConfig, run_eval
+
+    cfg = EvalConfig(model=str(tiny_llama_dir), benchmarks=["humaneval", "humaneval+", "mbpp"], limit=2,
+                     max_new_tokens=8, batch_size=4, prompt_mode="completion", backend_options={"num_threads": 1})
+    res = run_eval(cfg, tmp_path / "run", progress=False)
+    assert set(res["benchmarks"]) == {"humaneval", "humaneval+", "mbpp"}
+    for b in res["benchmarks"].values():
+        assert b["tasks"] == 2 and 0.0 <= b["pass@k"]["pass@1"] <= 1.0
+        assert b["syntax_match"] is not None
+    gens = (tmp_path / "run" / "generations.jsonl").read_text().splitlines()
+    assert len(gens) == 4  # HumanEval and HumanEval+ share their prompts: generated once
+    rows = [json.loads(x) for x in (tmp_path / "run" / "tasks.jsonl").read_text().splitlines()]
+    assert {r["benchmark"] for r in rows} >= {"humaneval", "humaneval+", "mbpp", "mbpp-questions"}
+    he = [r for r in rows if r["benchmark"] == "humaneval"]
+    assert all(r["program"].startswith("from typing import List") or "def " in r["program"] for r in he)
+    assert res["question_perplexity"]["n"] == 2 and res["question_perplexity"]["mean"] > 1
+    assert (tmp_path / "run" / "token_nll.jsonl").exists()
+    samples = [json.loads(x) for x in (tmp_path / "run" / "humaneval+" / "verdicts.jsonl").read_text().splitlines()]
+    assert all("base_status" in s and "solution" in s for s in samples)
+    # resume: nothing new is generated, same verdicts
+    res2 = run_eval(cfg, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "generations.jsonl").read_text().splitlines() == gens
+    assert res2["generation"]["new_tokens"] == 0
+    assert res2["benchmarks"]["humaneval"]["passed"] == res["benchmarks"]["humaneval"]["passed"]
+    # changed settings are refused instead of mixing runs
+    with pytest.raises(ValueError, match="different settings"):
+        run_eval(cfg.model_copy(update={"max_new_tokens": 9}), tmp_path / "run", progress=False)
+
+
+def test_interrupted_generation_resumes(tiny_llama_dir, tmp_path):
+    """A half-written last line (killed mid-append) is dropped and the rest is reused."""
+    from codistill.evaluation.run import EvalConfig, run_eval
+
+    cfg = EvalConfig(model=str(tiny_llama_dir), benchmarks=["humaneval"], limit=3, max_new_tokens=4,
+                     batch_size=2, prompt_mode="completion", perplexity=False, token_nll=False,
+                     backend_options={"num_threads": 1})
+    run_eval(cfg, tmp_path / "r", progress=False)
+    path = tmp_path / "r" / "generations.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])
+    res = run_eval(cfg, tmp_path / "r", progress=False)
+    assert len(path.read_text().splitlines()) == 3
+    assert res["benchmarks"]["humaneval"]["tasks"] == 3
