@@ -19,8 +19,8 @@ one sandboxed program per problem, never in this process. In the sandbox a small
 
 Problems whose generator or reference fails (exception, timeout, non-plain output, kwargs that do
 not fit the signature) are dropped and counted in :class:`LoadStats`. Results are cached under
-``cache_dir("codeio")`` keyed by sha256 of (data file hash, seed, n, wrapper version), so a second
-load does not run anything; a ``limit`` only processes as many records as it needs.
+``cache_dir("codeio")`` keyed by sha256 of (data file hash, seed, n, wrapper version, wire.py
+hash), so a second load does not run anything; a ``limit`` only processes as many records as it needs.
 
 Files: located inside the installed ``reasoning_gym`` package without importing it.
 ``codeio-hq.jsonl.gz`` is one JSON array despite its name.
@@ -121,7 +121,11 @@ def load_codeio(
     file = Path(path) if path else package_file("reasoning_gym", "reasoning-gym==0.1.25", CODEIO_FILES[name])
     stats = stats or LoadStats(name)
     records = read_records(file)
-    key = sha256_json({"file": sha256_file(file), "seed": seed, "n": n, "v": WRAPPER_VERSION})
+    from codistill.execution import wire
+
+    # The wire encoding decides how outputs are stored: a change to it invalidates the cache.
+    key = sha256_json({"file": sha256_file(file), "seed": seed, "n": n, "v": WRAPPER_VERSION,
+                       "wire": sha256_file(wire.__file__)})
     cache_path = cache_dir("codeio") / f"{name}-{key[:32]}.json"
     cache: dict[str, Any] = {} if refresh else _read_cache(cache_path)
 
