@@ -27,6 +27,19 @@ def test_build_program(answer, mode, expected):
     assert build_program(answer, PROMPT, "add", mode) == expected
 
 
+def test_language_line_and_model_asserts_are_removed():
+    answer = ("```\npython\ndef f(x):\n    return x * 2\n\n# Test\nassert f(2) == 5\nprint(f(3))\n"
+              "if __name__ == '__main__':\n    f(1)\n```")
+    assert build_program(answer, "", "f", "chat") == "def f(x):\n    return x * 2\n"
+
+
+def test_sanitize_keeps_definitions():
+    from codistill.evaluation.extract import sanitize
+
+    code = "import math\nK = 3\n@staticmethod\ndef g():\n    return K\nclass A:\n    pass\ng()\n"
+    assert sanitize(code) == "import math\nK = 3\n@staticmethod\ndef g():\n    return K\nclass A:\n    pass\n"
+
+
 def test_extract_prefers_block_defining_entry_point():
     text = "```python\nprint('hi')\n```\nand\n```\ndef f(x):\n    return x\n```"
     assert extract_code(text, "f") == "def f(x):\n    return x\n"

@@ -8,7 +8,8 @@ tensorboard). Rules, in order:
    point, else the longest block that parses;
 2. no fences: the longest prefix of the answer, starting at its first code-looking line, that
    parses (trailing prose is dropped);
-3. if the code defines the entry point, the program is the prompt's import lines + the code;
+3. if the code defines the entry point, the program is the prompt's import lines + the code,
+   sanitised to its top-level definitions (see :func:`sanitize`);
    otherwise the code is taken as a continuation of the prompt (a function body), as in
    completion-style HumanEval.
 """
@@ -43,8 +44,38 @@ def _defines(code: str, name: str | None) -> bool:
     return False
 
 
+_LANG_LINE = re.compile(r"^[ \t]*(python3?|py)[ \t]*\n", re.I)
+
+
 def fenced_blocks(text: str) -> list[str]:
-    return [m.group(2) for m in _FENCE.finditer(text) if m.group(1).lower() in ("", "python", "py", "python3")]
+    """Python (or untagged) fenced blocks; a language name alone on the block's first line
+    (seen from small models: "```\npython\n...") is dropped."""
+    return [_LANG_LINE.sub("", m.group(2), count=1) for m in _FENCE.finditer(text)
+            if m.group(1).lower() in ("", "python", "py", "python3")]
+
+
+_KEEP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign,
+         ast.AnnAssign)
+
+
+def sanitize(code: str) -> str:
+    """Keep only top-level definitions: imports, functions, classes and assignments.
+
+    Drops what a model adds around its solution -- example calls, prints, its own asserts,
+    ``if __name__ == "__main__":`` blocks -- which would otherwise run before the tests (EvalPlus's
+    ``sanitize`` does the same). Code that does not parse is returned unchanged.
+    """
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return code
+    lines = code.split("\n")
+    kept = []
+    for node in tree.body:
+        if isinstance(node, _KEEP):
+            start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
+            kept.append("\n".join(lines[start:node.end_lineno]))
+    return "\n".join(kept).rstrip() + "\n" if kept else code
 
 
 def _longest_parsing_prefix(lines: list[str]) -> str:
@@ -89,7 +120,7 @@ def build_program(answer: str, prompt_code: str, entry_point: str | None, mode: 
             return program
     code = extract_code(answer, entry_point)
     if _defines(code, entry_point):
-        return _prompt_imports(prompt_code) + code
+        return _prompt_imports(prompt_code) + sanitize(code)
     if prompt_code and code.startswith((" ", "\t")):
         return prompt_code + code
     return (prompt_code + "\n" + code) if prompt_code else code
