@@ -34,6 +34,7 @@ from codistill.store import JsonlAppender, atomic_write_json, read_jsonl, sha256
 DEFAULT_BENCHMARKS = ["humaneval", "humaneval+", "mbpp", "mbpp+"]
 # The paper evaluates MBPP on its test split (task ids 11-510).
 BENCHMARK_ALIASES = {"mbpp": "mbpp:test"}
+EVAL_LABELS = {"mbpp": "MBPP test split (500)"}
 STOPS_COMPLETION_CODE = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert"]
 STOPS_COMPLETION_DOC = ["\nassert", '\n"""', "\nif __name__", "\nprint(", "\n```"]
 
@@ -206,7 +207,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
             byid = {p.id: p for p in problems}
             verdicts = judge.judge_samples(byid, samples, progress=progress)
             write_jsonl(bdir / "verdicts.jsonl", verdicts)
-            label = BENCHMARK_LABELS.get(name, BENCHMARK_LABELS.get(BENCHMARK_ALIASES.get(name, name), name))
+            label = EVAL_LABELS.get(name) or BENCHMARK_LABELS.get(name, name)
             summary = summarize(verdicts, label)
             summary.update(_structure_metrics(byid, verdicts))
             results["benchmarks"][name] = summary
