@@ -1,0 +1,107 @@
+"""What every generation backend looks like (after evalplus ``provider/base.py``).
+
+A backend turns prompts into ``n`` completions each. This module imports nothing heavy: the
+concrete backends (transformers, OpenAI-compatible HTTP, llama.cpp) import their libraries only
+when constructed, through :func:`codistill.backends.make_generator`.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PromptMode = Literal["auto", "chat", "completion"]
+
+
+class BackendUnavailableError(ImportError):
+    """A backend's library is not installed; the message says how to install it."""
+
+
+class SamplingParams(BaseModel):
+    """How to sample. ``temperature == 0`` means greedy (all ``n`` completions are then equal)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: int = Field(1, ge=1, description="completions per prompt")
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy decoding")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
+    max_new_tokens: int = Field(256, ge=1, description="tokens to generate at most")
+    stop: tuple[str, ...] = Field((), description="cut each completion before the first of these")
+    seed: int | None = Field(None, description="seed for sampling (reproducible given the same "
+                             "prompts, params and batch size)")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class Usage:
+    """Token accounting summed over a generator's life (thread-safe ``add``)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+    retries: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, prompt_tokens: int = 0, completion_tokens: int = 0, requests: int = 0,
+            retries: int = 0) -> None:
+        with self._lock:
+            self.prompt_tokens += int(prompt_tokens or 0)
+            self.completion_tokens += int(completion_tokens or 0)
+            self.requests += requests
+            self.retries += retries
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "requests": self.requests,
+            "retries": self.retries,
+        }
+
+
+def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
+    """``text`` cut before the earliest occurrence of any stop string (unchanged if none)."""
+    cut = len(text)
+    for s in stop:
+        if s:
+            i = text.find(s)
+            if 0 <= i < cut:
+                cut = i
+    return text[:cut]
+
+
+class Generator(ABC):
+    """A text generator: ``generate(prompts, params) -> [[completion] * params.n] per prompt``.
+
+    Completions are the generated text only (no prompt), already cut at the first stop string.
+    Results come back in the order of ``prompts``.
+    """
+
+    name: str = "generator"
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+
+    @abstractmethod
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[str]]:
+        """``params.n`` completions for each prompt, in prompt order."""
+
+    def score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
+        """Per-token log-probs of each continuation given its prompt (teacher-forced)."""
+        raise NotImplementedError(f"backend {self.name!r} cannot score continuations")
+
+    def close(self) -> None:
+        """Release resources (threads, model memory). Safe to call twice."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

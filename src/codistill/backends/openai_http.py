@@ -1,0 +1,218 @@
+"""OpenAI-compatible HTTP backend (vLLM, SGLang, llama.cpp server, Ollama, OpenAI).
+
+Standard library only (``urllib`` + a thread pool): no new dependency.
+
+* ``prompt_mode="completion"`` posts to ``{base_url}/completions``, ``"chat"`` (default) to
+  ``{base_url}/chat/completions`` with the prompt as one user message. ``base_url`` normally
+  ends in ``/v1``; a bare ``http://host:port`` gets ``/v1`` appended.
+* The API key is read from the environment variable named by ``api_key_env`` at construction;
+  it is sent as a bearer token and never logged or shown in ``repr``.
+* Requests run ``concurrency`` at a time. Each is retried with exponential backoff (plus
+  jitter, bounded by ``max_retries``) on HTTP 5xx and 429, timeouts and connection errors;
+  other 4xx errors fail at once with the server's message.
+* ``n`` is sent to the server; when it returns fewer choices (llama.cpp server and Ollama ignore
+  ``n``), the rest are requested one by one with ``seed + k``.
+* Servers accept at most a few stop strings (OpenAI: 4): the first ``max_server_stops`` are sent,
+  and every completion is cut at all of them client-side anyway.
+* ``usage.prompt_tokens`` / ``usage.completion_tokens`` from the responses are summed in
+  :attr:`usage` (with request and retry counts).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import random
+import socket
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+from codistill.backends.base import Generator, SamplingParams, truncate_at_stop
+
+__all__ = ["OpenAIGenerator", "HTTPBackendError"]
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUS = {408, 409, 425, 429}
+
+
+class HTTPBackendError(RuntimeError):
+    """A request failed for good (non-retryable status, or retries exhausted)."""
+
+
+class OpenAIGenerator(Generator):
+    """Generate through an OpenAI-compatible server.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:8000/v1``.
+        model: model name the server expects.
+        api_key_env: name of the environment variable holding the key (unset = no key).
+        prompt_mode: "chat" (default) or "completion"; "auto" means chat.
+        system_prompt: optional system message in chat mode.
+        concurrency: requests in flight at once.
+        timeout: seconds per request.
+        max_retries: retries per request after the first attempt.
+        backoff: first backoff in seconds (doubles each retry, capped by ``max_backoff``).
+        max_server_stops: stop strings sent to the server (all are applied client-side).
+        extra_body: extra JSON fields for every request (e.g. ``{"top_k": 20}`` for vLLM).
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        prompt_mode: Literal["auto", "chat", "completion"] = "chat",
+        system_prompt: str | None = None,
+        concurrency: int = 4,
+        timeout: float = 120.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 16.0,
+        max_server_stops: int = 4,
+        extra_body: dict | None = None,
+    ):
+        super().__init__()
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if prompt_mode not in ("auto", "chat", "completion"):
+            raise ValueError(f"prompt_mode must be auto, chat or completion, got {prompt_mode!r}")
+        url = base_url.rstrip("/")
+        if not url.split("://", 1)[-1].count("/"):
+            url += "/v1"
+        self.base_url = url
+        self.model = model
+        self.prompt_mode = "completion" if prompt_mode == "completion" else "chat"
+        self.system_prompt = system_prompt
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_server_stops = max_server_stops
+        self.extra_body = dict(extra_body or {})
+        self.api_key_env = api_key_env
+        self.__api_key = os.environ.get(api_key_env) if api_key_env else None
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-http")
+
+    def __repr__(self) -> str:
+        key = f"${self.api_key_env}" if self.__api_key else "none"
+        return (f"OpenAIGenerator(base_url={self.base_url!r}, model={self.model!r}, "
+                f"mode={self.prompt_mode!r}, concurrency={self.concurrency}, api_key={key})")
+
+    # ------------------------------------------------------------------ requests
+
+    def _endpoint(self) -> str:
+        return self.base_url + ("/completions" if self.prompt_mode == "completion"
+                                else "/chat/completions")
+
+    def _body(self, prompt: str, params: SamplingParams, n: int, seed: int | None) -> dict:
+        body: dict = {
+            "model": self.model,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "n": n,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop[: self.max_server_stops])
+        if seed is not None:
+            body["seed"] = seed
+        if self.prompt_mode == "completion":
+            body["prompt"] = prompt
+        else:
+            messages = [{"role": "user", "content": prompt}]
+            if self.system_prompt is not None:
+                messages.insert(0, {"role": "system", "content": self.system_prompt})
+            body["messages"] = messages
+        body.update(self.extra_body)
+        return body
+
+    def _post(self, body: dict) -> dict:
+        """POST with retries; returns the decoded JSON response."""
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.__api_key:
+            headers["Authorization"] = f"Bearer {self.__api_key}"
+        url = self._endpoint()
+        for attempt in range(self.max_retries + 1):
+            req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    payload = json.loads(resp.read().decode())
+                self.usage.add(requests=1, retries=attempt)
+                return payload
+            except urllib.error.HTTPError as e:
+                detail = _excerpt(e)
+                retryable = e.code >= 500 or e.code in _RETRY_STATUS
+                if not retryable:
+                    raise HTTPBackendError(f"POST {url} -> HTTP {e.code}: {detail}") from e
+                err: Exception = e
+                what = f"HTTP {e.code}: {detail}"
+            except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError,
+                    http.client.HTTPException) as e:
+                err, what = e, f"{type(e).__name__}: {e}"
+            if attempt == self.max_retries:
+                self.usage.add(retries=attempt)
+                raise HTTPBackendError(
+                    f"POST {url} failed after {attempt + 1} attempts; last error {what}"
+                ) from err
+            delay = min(self.max_backoff, self.backoff * 2 ** attempt)
+            delay *= 1 + 0.25 * random.random()
+            log.warning("POST %s failed (%s); retry %d/%d in %.2fs", url, what, attempt + 1,
+                        self.max_retries, delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _texts(self, payload: dict) -> list[str]:
+        choices = payload.get("choices") or []
+        choices = sorted(choices, key=lambda c: c.get("index", 0))
+        if self.prompt_mode == "completion":
+            return [c.get("text") or "" for c in choices]
+        return [((c.get("message") or {}).get("content") or "") for c in choices]
+
+    def _one_prompt(self, prompt: str, params: SamplingParams) -> list[str]:
+        texts: list[str] = []
+        k = 0
+        while len(texts) < params.n:
+            want = params.n - len(texts)
+            seed = None if params.seed is None else params.seed + k
+            payload = self._post(self._body(prompt, params, want, seed))
+            usage = payload.get("usage") or {}
+            self.usage.add(prompt_tokens=usage.get("prompt_tokens", 0),
+                           completion_tokens=usage.get("completion_tokens", 0))
+            got = self._texts(payload)
+            if not got:
+                raise HTTPBackendError(f"server returned no choices: {str(payload)[:300]}")
+            texts.extend(got[:want])
+            k += 1
+        return [truncate_at_stop(t, params.stop) for t in texts]
+
+    def generate(self, prompts: list[str], params: SamplingParams | None = None) -> list[list[str]]:
+        params = params or SamplingParams()
+        if self._pool is None:
+            raise RuntimeError("generator is closed")
+        futures = [self._pool.submit(self._one_prompt, p, params) for p in prompts]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _excerpt(e: urllib.error.HTTPError, limit: int = 300) -> str:
+    try:
+        body = e.read().decode(errors="replace")
+    except Exception:  # noqa: BLE001 - the body is only for the message
+        body = ""
+    return (body or e.reason or "")[:limit]
