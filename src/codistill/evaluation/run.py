@@ -180,6 +180,10 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
                         app.append(rec)
                         have[key].append(rec)
                 bar.update(task, advance=len(chunk), rate=f"{n_tokens / max(gen_time, 1e-9):.1f} tok/s")
+                if progress and not console.is_terminal:  # a log file: one line per chunk
+                    done = min(start + step, len(todo))
+                    console.print(f"generated {done}/{len(todo)} prompts, {n_tokens} tokens, "
+                                  f"{n_tokens / max(gen_time, 1e-9):.1f} tok/s, {gen_time:.0f} s")
     else:
         console.print("All samples are already generated. Skipping generation.")
     timings["generate_s"] = gen_time
