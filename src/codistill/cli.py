@@ -128,7 +128,10 @@ def cmd_models(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from codistill import __version__
 
-    parser = argparse.ArgumentParser(prog="codistill", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="codistill",
+        description="Distil a teacher's reasoning into a small code model and judge it in a sandbox. "
+        "Stages: data -> teach -> train -> eval -> report.")
     parser.add_argument("--version", action="version", version=f"codistill {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True)
 
@@ -181,12 +184,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.set_defaults(func=cmd_models)
 
+    for verb, (_, text) in DELEGATED.items():  # listed in --help; parsed by their own modules
+        sub.add_parser(verb, help=text, add_help=False)
+
     p = sub.add_parser("benchmarks", help="list the benchmarks and problem sources codistill can load")
     p.set_defaults(func=cmd_benchmarks)
     return parser
 
 
+# Verbs whose stage module owns its flags (``codistill VERB --help`` shows them).
+DELEGATED = {
+    "data": ("codistill.data.prepare", "verified, decontaminated training set (token budget, sandbox check, augmentation)"),
+    "teach": ("codistill.teacher.teach", "teacher bridging contexts: explain / solve / hierarchical"),
+    "serve-teacher": ("codistill.teacher.server", "serve the packaged teacher GGUF on loopback (OpenAI-compatible)"),
+}
+
+
+def _delegate(verb: str, rest: list[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(DELEGATED[verb][0])
+    try:
+        module.main(rest)
+    except KeyboardInterrupt:
+        print("interrupted; finished work was kept (re-run the same command to resume)", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"codistill {verb}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        return _delegate(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
