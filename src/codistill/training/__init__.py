@@ -7,6 +7,7 @@ Importing this package is cheap: torch-based names load on first use.
   ``from codistill.training.structure_loss import structure_loss`` (the package attribute of
   that name is the submodule once it is imported).
 - ``build_bridge``: codistill.training.bridge
+- ``train``, ``TrainConfig``: the LoRA trainer (codistill.training.trainer / .config)
 - ``CurriculumConfig``, ``StructureLossConfig``, ``loss_weights``, ``average_beta``:
   codistill.training.curriculum (pydantic only, no torch)
 """
@@ -28,6 +29,8 @@ _LAZY = {
     "StructureLossConfig": "codistill.training.curriculum",
     "loss_weights": "codistill.training.curriculum",
     "average_beta": "codistill.training.curriculum",
+    "train": "codistill.training.trainer",
+    "TrainConfig": "codistill.training.config",
 }
 
 __all__ = sorted(_LAZY)
