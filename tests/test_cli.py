@@ -70,3 +70,16 @@ def test_import_is_cheap():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_train_command_runs_and_saves_an_adapter(tiny_llama_dir, tmp_path, capsys):
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "train_examples.jsonl"
+    out = tmp_path / "run"
+    rc = main(["train", "--model", str(tiny_llama_dir), "--train-file", str(fixture), "--out", str(out),
+               "--max-steps", "2", "--no-structure"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 2
+    assert (Path(summary["adapter_dir"]) / "adapter_config.json").exists()
