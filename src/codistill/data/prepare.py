@@ -1,0 +1,450 @@
+"""``codistill data``: turn raw problems into a verified, decontaminated training set.
+
+Stages, in order, each counted per source in ``manifest.json`` (``counts``) and every removal
+written to ``removed.jsonl`` with its reason:
+
+1. **load** any loader (``codeio``, ``mbpp:train``, ``leetcode``, ``taco`` with ``path=``, ...);
+2. **solution**: problems without a reference solution are dropped unless the source says
+   ``allow_no_solution`` (LeetCode: usable only for solve-mode teaching);
+3. **token budget**: statement + solution + rendered tests must fit ``max_tokens`` (default 2000)
+   with the student's tokenizer (``qwen2.5-coder-0.5b``; any tokenizer folder works; ``whitespace``
+   is a crude fallback meant for tests);
+4. **decontamination** against eval sets (:mod:`codistill.data.decontam`): removed ids with the
+   matched eval id, the check (statement/solution) and the score;
+5. **verification**: every reference solution is judged in the sandbox against the problem's tests;
+   failing solutions are dropped, problems left with none are removed (``reference_failed``).
+   Verdicts are appended to ``verify.jsonl`` as they come, so an interrupted run resumes there;
+6. **cap**: the first ``max_problems`` survivors per source (file order);
+7. **augmentation** (the paper): a problem with several correct, distinct solutions yields up to
+   ``alternatives`` extra rows, each with another solution (``<id>#alt<k>``).
+
+Outputs in ``out_dir``: ``rows.jsonl`` + ``rows.parquet`` + ``dataset/`` (``datasets``
+``save_to_disk``) with rows ``{"id", "problem_id", "prompt", "code", "tests", "difficulty", "source",
+"entry_point", "alt"}`` (``tests`` is readable test text: asserts, or call cases rendered as asserts,
+or stdin/stdout pairs); ``problems.jsonl`` (the kept :class:`Problem` records, full tests, for the
+judge and the teacher); ``removed.jsonl``; ``manifest.json`` (config, counts, hashes). A re-run with
+the same config finds a complete manifest with the same config hash and returns it untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from codistill.data.decontam import DecontamConfig, EvalIndex, statement_text
+from codistill.problems.schema import AssertTests, CallTests, Problem, StdioTests
+from codistill.store import JsonlAppender, atomic_write_json, read_jsonl, sha256_file, sha256_json, write_jsonl
+
+__all__ = ["PrepareConfig", "SourceSpec", "prepare_dataset", "render_tests", "load_tokenizer", "problem_rows",
+           "PREPARE_VERSION"]
+
+log = logging.getLogger(__name__)
+PREPARE_VERSION = 1
+
+
+class SourceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., description="load_benchmark name: codeio, codeio-hq, mbpp:train, leetcode, taco, ...")
+    limit: int | None = Field(None, ge=0, description="load at most this many raw problems (file order)")
+    max_problems: int | None = Field(None, ge=0, description="keep at most this many after all filters")
+    allow_no_solution: bool = Field(False, description="keep problems without a reference (solve mode only)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra loader arguments (taco: path=...)")
+
+
+class PrepareConfig(BaseModel):
+    """Configuration of ``prepare_dataset`` (``codistill data``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out_dir: str = Field(..., description="output folder (a run directory)")
+    sources: list[SourceSpec] = Field(..., min_length=1, description="where the problems come from")
+    data_dir: str | None = Field(None, description="benchmark data folder (default: codistill's setting)")
+    tokenizer: str = Field("qwen2.5-coder-0.5b", description="student tokenizer: packaged model name, HF "
+                           "folder, or 'whitespace' (a crude fallback for tests)")
+    max_tokens: int = Field(2000, ge=1, description="statement + solution + tests must fit this many tokens")
+    max_test_cases: int = Field(5, ge=1, description="call/stdio cases rendered into the 'tests' text")
+    verify: bool = Field(True, description="judge every reference solution in the sandbox")
+    verify_timeout_s: float = Field(10.0, gt=0, description="seconds per assert/stdio program when verifying")
+    sandbox_workers: int | None = Field(None, ge=1, description="sandbox worker processes (default: CPU cores)")
+    alternatives: int = Field(1, ge=0, description="extra rows per problem with other correct solutions")
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig)
+
+    def key(self) -> str:
+        return sha256_json([PREPARE_VERSION, self.model_dump(exclude={"out_dir", "sandbox_workers"})])
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def load_tokenizer(spec: str):
+    """A callable ``text -> token count``. ``whitespace`` splits on whitespace."""
+    if spec == "whitespace":
+        return lambda text: len(text.split())
+    from transformers import AutoTokenizer
+
+    from codistill import models
+
+    path = models.resolve_model(spec) if spec in models.MODELS or spec.endswith(".gguf") else Path(spec)
+    tok = AutoTokenizer.from_pretrained(str(path))
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+# --------------------------------------------------------------------------- tests as text
+
+
+def _call_expr(fn_name: str, args: list) -> str:
+    rendered = ", ".join(repr(a) for a in args)
+    if "." in fn_name:
+        cls, meth = fn_name.split(".", 1)
+        return f"{cls}().{meth}({rendered})"
+    return f"{fn_name}({rendered})"
+
+
+def render_tests(problem: Problem, max_cases: int = 5) -> str:
+    """The problem's tests as readable text: assert programs as they are, call cases as
+    ``assert f(args) == expected``, stdio cases as input/output pairs."""
+    from codistill.execution.wire import decode
+
+    parts: list[str] = []
+    for s in problem.tests:
+        if isinstance(s, AssertTests):
+            text = (s.setup.strip() + "\n" if s.setup.strip() else "") + s.program.strip()
+            if s.call:
+                text += f"\n{s.call}({problem.entry_point})"
+            parts.append(text)
+        elif isinstance(s, CallTests):
+            lines = []
+            for i, args in enumerate(s.inputs[:max_cases]):
+                call = _call_expr(s.fn_name, [decode(a) for a in args])
+                if s.outputs is None:
+                    lines.append(f"{call}  # expected: the reference solution's output")
+                elif s.atol:
+                    lines.append(f"assert abs({call} - {decode(s.outputs[i])!r}) <= {s.atol}")
+                else:
+                    lines.append(f"assert {call} == {decode(s.outputs[i])!r}")
+            parts.append("\n".join(lines))
+        elif isinstance(s, StdioTests):
+            cases = []
+            for i, stdin in enumerate(s.inputs[:max_cases]):
+                out = s.outputs[i] if s.outputs is not None else "(from the reference solution)"
+                cases.append(f"# input\n{stdin.rstrip()}\n# expected output\n{out.rstrip()}")
+            parts.append("\n".join(cases))
+    return "\n\n".join(p for p in parts if p)
+
+
+def problem_rows(problem: Problem, solutions: list[str], max_cases: int = 5) -> list[dict]:
+    """Output rows of a problem: one per solution given (the first is the main row)."""
+    tests = render_tests(problem, max_cases)
+    rows = []
+    for k, code in enumerate(solutions or [""]):
+        rows.append({
+            "id": problem.id if k == 0 else f"{problem.id}#alt{k}",
+            "problem_id": problem.id,
+            "prompt": problem.prompt,
+            "code": code,
+            "tests": tests,
+            "difficulty": problem.difficulty,
+            "source": problem.source,
+            "entry_point": problem.entry_point,
+            "alt": k,
+        })
+    return rows
+
+
+def _norm_code(code: str) -> str:
+    return "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.by_source: dict[str, dict[str, int]] = {}
+
+    def add(self, source: str, stage: str, n: int = 1) -> None:
+        d = self.by_source.setdefault(source, {})
+        d[stage] = d.get(stage, 0) + n
+
+    def total(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for d in self.by_source.values():
+            for k, v in d.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+
+def _verify(problems: list[Problem], cfg: PrepareConfig, out: Path, want: int | None) -> dict[str, list[bool]]:
+    """Judge reference solutions (resumable through verify.jsonl); returns id -> pass per solution.
+    Stops early once ``want`` problems have a passing solution."""
+    path = out / "verify.jsonl"
+    done: dict[str, list[bool]] = {}
+    keys = {p.id: sha256_json(p.model_dump()) for p in problems}
+    if path.exists():
+        for r in read_jsonl(path):
+            if keys.get(r["id"]) == r.get("key"):
+                done[r["id"]] = r["passed"]
+    good = sum(1 for p in problems if any(done.get(p.id, [])))
+    todo = [p for p in problems if p.id not in done]
+    if not todo or (want is not None and good >= want):
+        return done
+    from codistill.execution.judge import Judge, JudgeConfig
+    from codistill.execution.sandbox import SandboxConfig
+
+    sb = SandboxConfig(timeout_s=max(10.0, cfg.verify_timeout_s))
+    if cfg.sandbox_workers:
+        sb = SandboxConfig(timeout_s=sb.timeout_s, workers=cfg.sandbox_workers)
+    jc = JudgeConfig(sandbox=sb, timeout_s=cfg.verify_timeout_s)
+    chunk = max(8, 2 * sb.workers)
+    with Judge(jc) as judge, JsonlAppender(path) as app:
+        for i in range(0, len(todo), chunk):
+            if want is not None and good >= want:
+                break
+            part = todo[i:i + chunk]
+            samples = [{"task_id": p.id, "solution": s, "k": k} for p in part for k, s in enumerate(p.solutions)]
+            by_id = {p.id: p for p in part}
+            verdicts = judge.judge_samples(by_id, samples, progress=False) if samples else []
+            res: dict[str, list[bool]] = {p.id: [False] * len(p.solutions) for p in part}
+            why: dict[str, str] = {}
+            for v in verdicts:
+                res[v["task_id"]][v["k"]] = bool(v["passed"])
+                if not v["passed"]:
+                    why.setdefault(v["task_id"], f"{v['status']}: {(v.get('failure') or {}).get('error') or ''}"[:200])
+            for p in part:
+                app.append({"id": p.id, "key": keys[p.id], "passed": res[p.id], "why": why.get(p.id)})
+                done[p.id] = res[p.id]
+                good += any(res[p.id])
+    return done
+
+
+def prepare_dataset(config: PrepareConfig | dict) -> dict:
+    """Run the stages (see module docstring); returns the manifest. Idempotent and resumable."""
+    cfg = config if isinstance(config, PrepareConfig) else PrepareConfig.model_validate(config)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifest.json"
+    key = cfg.key()
+    if manifest_path.exists():
+        old = json.loads(manifest_path.read_text())
+        if old.get("config_key") == key and old.get("complete") and (out / "rows.jsonl").exists():
+            log.info("data already prepared in %s (same config): nothing to do", out)
+            return {**old, "skipped": True}
+    t0 = time.time()
+    counts = _Counts()
+    removed: list[dict] = []
+
+    def drop(p: Problem, stage: str, reason: str, **extra) -> None:
+        counts.add(label, f"removed_{stage}")
+        removed.append({"id": p.id, "source": label, "stage": stage, "reason": reason, **extra})
+
+    from codistill.problems.loaders import load_benchmark
+
+    count_tokens = load_tokenizer(cfg.tokenizer)
+    index = EvalIndex.build(cfg.decontam, cfg.data_dir) if cfg.decontam.enabled else None
+    kept_rows: list[dict] = []
+    kept_problems: list[Problem] = []
+    seen: set[str] = set()
+    for src in cfg.sources:
+        label = src.name
+        problems = load_benchmark(src.name, data_dir=cfg.data_dir, limit=src.limit, **src.kwargs)
+        counts.add(label, "loaded", len(problems))
+        stage_ok: list[Problem] = []
+        for p in problems:
+            if p.id in seen:
+                drop(p, "duplicate", "id seen in an earlier source")
+                continue
+            seen.add(p.id)
+            if not p.solutions and not src.allow_no_solution:
+                drop(p, "no_solution", "no reference solution (allow_no_solution=False)")
+                continue
+            if not p.tests:
+                drop(p, "no_tests", "no tests")
+                continue
+            tests_text = render_tests(p, cfg.max_test_cases)
+            fits = [s for s in p.solutions
+                    if count_tokens(p.prompt + "\n" + s + "\n" + tests_text) <= cfg.max_tokens]
+            if p.solutions and not fits:
+                n = count_tokens(p.prompt + "\n" + p.solutions[0] + "\n" + tests_text)
+                drop(p, "token_budget", f"{n} tokens > {cfg.max_tokens}", tokens=n)
+                continue
+            if not p.solutions and count_tokens(p.prompt + "\n" + tests_text) > cfg.max_tokens:
+                drop(p, "token_budget", f"statement + tests > {cfg.max_tokens} tokens")
+                continue
+            p = p.model_copy(update={"solutions": fits})
+            if index is not None:
+                m = index.match(statement_text(p), p.solutions)
+                if m is not None:
+                    drop(p, "decontam", f"{m.kind} overlap with {m.eval_id}", **m.as_dict())
+                    continue
+            stage_ok.append(p)
+        counts.add(label, "after_filters", len(stage_ok))
+        with_sol = [p for p in stage_ok if p.solutions]
+        if cfg.verify and with_sol:
+            passed = _verify(with_sol, cfg, out, src.max_problems)
+        else:
+            passed = {p.id: [True] * len(p.solutions) for p in with_sol}
+        survivors: list[Problem] = []
+        for p in stage_ok:
+            if src.max_problems is not None and len(survivors) >= src.max_problems:
+                counts.add(label, "over_cap")
+                continue
+            if p.solutions:
+                if p.id not in passed:  # verification stopped early: enough problems already
+                    counts.add(label, "over_cap")
+                    continue
+                ok = [s for s, good in zip(p.solutions, passed[p.id]) if good]
+                counts.add(label, "solutions_failed", len(p.solutions) - len(ok))
+                if not ok:
+                    drop(p, "reference_failed", "no reference solution passes its tests in the sandbox")
+                    continue
+                p = p.model_copy(update={"solutions": ok})
+            survivors.append(p)
+        counts.add(label, "kept_problems", len(survivors))
+        n_rows = 0
+        for p in survivors:
+            distinct: list[str] = []
+            for s in p.solutions:
+                if _norm_code(s) not in {_norm_code(d) for d in distinct}:
+                    distinct.append(s)
+            chosen = distinct[: 1 + cfg.alternatives]
+            rows = problem_rows(p, chosen, cfg.max_test_cases)
+            counts.add(label, "alternative_rows", len(rows) - 1)
+            kept_rows.extend(rows)
+            kept_problems.append(p)
+            n_rows += len(rows)
+        counts.add(label, "rows", n_rows)
+
+    write_jsonl(out / "rows.jsonl", kept_rows)
+    write_jsonl(out / "problems.jsonl", [p.model_dump() for p in kept_problems])
+    write_jsonl(out / "removed.jsonl", removed)
+    _write_datasets(out, kept_rows)
+    by_stage: dict[str, list[str]] = {}
+    for r in removed:
+        by_stage.setdefault(r["stage"], []).append(r["id"])
+    manifest = {
+        "stage": "data",
+        "complete": True,
+        "config_key": key,
+        "config": cfg.model_dump(),
+        "counts": {"total": counts.total(), "by_source": counts.by_source,
+                   "rows": len(kept_rows), "problems": len(kept_problems)},
+        "removed": {k: {"count": len(v), "ids": v[:50]} for k, v in by_stage.items()},
+        "decontam_eval_sets": index.sizes if index is not None else {},
+        "hashes": {"rows.jsonl": sha256_file(out / "rows.jsonl"),
+                   "problems.jsonl": sha256_file(out / "problems.jsonl")},
+        "versions": _versions(),
+        "seconds": round(time.time() - t0, 2),
+    }
+    atomic_write_json(manifest_path, manifest)
+    return manifest
+
+
+def _write_datasets(out: Path, rows: list[dict]) -> None:
+    """``rows.parquet`` and ``dataset/`` (``save_to_disk``) when ``datasets`` is installed."""
+    try:
+        import datasets
+    except ImportError:
+        log.warning("datasets is not installed: wrote rows.jsonl only (pip install datasets)")
+        return
+    import shutil
+    import tempfile
+
+    ds = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({k: [] for k in
+                                                                                    ("id", "prompt", "code", "tests")})
+    tmp = Path(tempfile.mkdtemp(prefix=".dataset.", dir=out))
+    try:
+        ds.save_to_disk(str(tmp))
+        ds.to_parquet(str(tmp / "rows.parquet.tmp"))
+        (tmp / "rows.parquet.tmp").replace(out / "rows.parquet")
+        final = out / "dataset"
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for dist in ("codistill", "datasets", "transformers"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``python -m codistill.data.prepare`` (the flags ``codistill data`` should have)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="codistill data", description="Prepare a verified, decontaminated training set.")
+    ap.add_argument("--config", help="YAML/JSON file with a PrepareConfig; flags override it")
+    ap.add_argument("--out", dest="out_dir")
+    ap.add_argument("--source", action="append", default=[], metavar="NAME[:LIMIT[:MAX]]",
+                    help="a loader name, optionally with a raw load limit and a cap after filtering, "
+                         "e.g. codeio:300:120 or mbpp:train::80 (repeatable)")
+    ap.add_argument("--taco-path", help="path for a 'taco' source")
+    ap.add_argument("--data-dir")
+    ap.add_argument("--tokenizer", help="packaged model name, HF folder, or 'whitespace'")
+    ap.add_argument("--max-tokens", type=int)
+    ap.add_argument("--alternatives", type=int)
+    ap.add_argument("--no-verify", action="store_true")
+    ap.add_argument("--no-decontam", action="store_true")
+    ap.add_argument("--decontam-threshold", type=float)
+    a = ap.parse_args(argv)
+    data: dict = {}
+    if a.config:
+        import yaml
+
+        data = yaml.safe_load(Path(a.config).read_text()) or {}
+    if a.source:
+        data["sources"] = [_parse_source(s, a.taco_path) for s in a.source]
+    for k, v in {"out_dir": a.out_dir, "data_dir": a.data_dir, "tokenizer": a.tokenizer, "max_tokens": a.max_tokens,
+                 "alternatives": a.alternatives}.items():
+        if v is not None:
+            data[k] = v
+    if a.no_verify:
+        data["verify"] = False
+    dc = data.setdefault("decontam", {})
+    if a.no_decontam:
+        dc["enabled"] = False
+    if a.decontam_threshold is not None:
+        dc["threshold"] = a.decontam_threshold
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    m = prepare_dataset(PrepareConfig.model_validate(data))
+    print(json.dumps({"counts": m["counts"]["total"], "rows": m["counts"]["rows"], "skipped": m.get("skipped", False)}))
+    return m
+
+
+def _parse_source(text: str, taco_path: str | None) -> dict:
+    """``codeio:300:120`` -> name codeio, limit 300, max_problems 120; ``mbpp:train::80`` keeps the split."""
+    parts = text.split(":")
+    nums: list[str] = []
+    while parts and (parts[-1].isdigit() or parts[-1] == "") and len(parts) > 1:
+        nums.insert(0, parts.pop())
+    spec: dict = {"name": ":".join(parts)}
+    if nums and nums[0]:
+        spec["limit"] = int(nums[0])
+    if len(nums) > 1 and nums[1]:
+        spec["max_problems"] = int(nums[1])
+    if spec["name"] == "leetcode":
+        spec["allow_no_solution"] = True
+    if spec["name"] == "taco":
+        if not taco_path:
+            raise SystemExit("a taco source needs --taco-path FILE")
+        spec["kwargs"] = {"path": taco_path}
+    return spec
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Serve the packaged teacher over an OpenAI-compatible HTTP API on loopback (llama.cpp).
+
+``codistill serve-teacher`` -> :func:`serve`. Two engines:
+
+* ``xllamacpp`` (default): llama.cpp's own C++ server (``llama-server``) embedded in this process
+  from a prebuilt wheel (``pip install xllamacpp==2026.10.11549``, ~1 s). It has parallel slots
+  with continuous batching (``n_parallel`` requests decode together), prompt caching, ``/health``,
+  ``/v1/chat/completions``, ``/v1/completions`` and ``/metrics``.
+* ``llama-cpp-python``: ``python -m llama_cpp.server`` in a child process. Source-only package
+  (~6 min build with the flags in :data:`codistill.backends.llamacpp.INSTALL_COMMAND`); its server
+  wraps one ``Llama`` object and answers requests one at a time (no parallel slots), so
+  ``n_parallel`` is ignored there. Offered because it is the best-known server.
+
+Threads. llama.cpp's worker threads meet at a spin barrier after every layer: when the machine is
+busy with other jobs, a thread that is descheduled stalls all the others. Measured here on 2 shared
+cores (load average ~7) for the 1.5B teacher: 2 threads 0.6 tok/s, 1 thread 11 tok/s. So the
+default thread count is the number of cores left idle by the current load average (at least 1),
+and busy-polling is off (``poll=0``). Pass ``threads=`` to override.
+
+Only loopback addresses are served unless ``allow_remote=True``: the server has no API key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+__all__ = [
+    "ENGINES",
+    "TeacherServer",
+    "default_threads",
+    "ensure_server",
+    "is_healthy",
+    "serve",
+    "start_server",
+    "wait_healthy",
+]
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("xllamacpp", "llama-cpp-python")
+XLLAMACPP_REQUIREMENT = "xllamacpp==2026.10.11549"
+DEFAULT_PORT = 8731
+
+
+def default_threads() -> int:
+    """Cores not already busy (by the 1-minute load average), at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return max(1, min(cores, cores - math.ceil(load - 0.5)))
+
+
+def _check_host(host: str, allow_remote: bool) -> None:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and not allow_remote:
+        raise ValueError(f"refusing to serve the teacher on {host!r}: the server has no API key. "
+                         "Use 127.0.0.1, or pass allow_remote=True if you really mean it.")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def is_healthy(base_url: str, timeout: float = 2.0) -> bool:
+    """True when ``{base_url}/health`` answers 200 (model loaded)."""
+    url = base_url.rstrip("/")
+    if url.endswith("/v1"):
+        url = url[:-3]
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=timeout) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_healthy(base_url: str, timeout: float = 300.0, proc: subprocess.Popen | None = None) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if is_healthy(base_url):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"teacher server exited with code {proc.returncode} before it was ready")
+        time.sleep(0.5)
+    raise TimeoutError(f"teacher server at {base_url} not healthy after {timeout:.0f} s")
+
+
+def _model_path(model: str) -> Path:
+    from codistill import models
+
+    if model in models.MODELS:
+        return models.gguf_path(model)
+    path = Path(model).expanduser()
+    if path.suffix != ".gguf" or not path.is_file():
+        raise ValueError(f"teacher model must be a packaged name ({', '.join(models.MODELS)}) or a .gguf "
+                         f"file, got {model!r}")
+    return path
+
+
+class TeacherServer:
+    """A running llama.cpp server. ``base_url`` ends in ``/v1``; ``stop()`` (or ``with``) ends it."""
+
+    def __init__(self, base_url: str, engine: str, model: str, n_parallel: int, ctx: int, threads: int,
+                 handle=None, proc: subprocess.Popen | None = None, load_s: float = 0.0):
+        self.base_url = base_url
+        self.engine = engine
+        self.model = model
+        self.n_parallel = n_parallel
+        self.ctx = ctx
+        self.threads = threads
+        self.load_s = load_s
+        self._handle = handle
+        self._proc = proc
+
+    def info(self) -> dict:
+        return {"base_url": self.base_url, "engine": self.engine, "model": self.model,
+                "n_parallel": self.n_parallel, "ctx_per_slot": self.ctx, "threads": self.threads,
+                "load_s": round(self.load_s, 2)}
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        self._proc = None
+        self._handle = None  # xllamacpp stops its server when the object is released
+
+    def __enter__(self) -> "TeacherServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_server(model: str = "qwen2.5-coder-1.5b", host: str = "127.0.0.1", port: int | None = None,
+                 n_parallel: int = 4, ctx: int = 4096, threads: int | None = None,
+                 engine: str = "xllamacpp", allow_remote: bool = False,
+                 ready_timeout: float = 300.0) -> TeacherServer:
+    """Start a server and return once it is healthy. ``ctx`` is the context per slot (tokens);
+    ``port=None`` picks a free one."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if n_parallel < 1 or ctx < 256:
+        raise ValueError("n_parallel must be >= 1 and ctx >= 256")
+    _check_host(host, allow_remote)
+    path = _model_path(model)
+    port = port or _free_port(host)
+    threads = threads or default_threads()
+    base = f"http://{host}:{port}"
+    t0 = time.monotonic()
+    if engine == "xllamacpp":
+        try:
+            import xllamacpp as xlc
+        except ImportError as e:
+            raise ImportError(f"the xllamacpp engine needs `pip install {XLLAMACPP_REQUIREMENT}` "
+                              "(prebuilt wheel), or use engine='llama-cpp-python'") from e
+        p = xlc.CommonParams()
+        p.model.path = str(path)
+        p.n_parallel = n_parallel
+        p.n_ctx = ctx * n_parallel  # llama.cpp splits n_ctx over the slots
+        p.hostnames = [host]
+        p.port = port
+        p.model_alias = {model} if isinstance(p.model_alias, set) else model
+        for cp in (p.cpuparams, p.cpuparams_batch):
+            cp.n_threads = threads
+            cp.poll = 0  # no busy-waiting: see the module docstring
+        p.endpoint_metrics = True
+        handle = xlc.Server(p)
+        wait_healthy(base, ready_timeout)
+        srv = TeacherServer(base + "/v1", engine, model, n_parallel, ctx, threads, handle=handle,
+                            load_s=time.monotonic() - t0)
+    else:
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", host,
+               "--port", str(port), "--n_ctx", str(ctx), "--n_threads", str(threads),
+               "--model_alias", model]
+        proc = subprocess.Popen(cmd)
+        try:
+            wait_healthy(base, ready_timeout, proc)
+        except BaseException:
+            proc.kill()
+            raise
+        srv = TeacherServer(base + "/v1", engine, model, 1, ctx, threads, proc=proc,
+                            load_s=time.monotonic() - t0)
+    log.info("teacher server ready: %s", json.dumps(srv.info()))
+    return srv
+
+
+def ensure_server(base_url: str | None = None, **kw) -> tuple[str, TeacherServer | None]:
+    """Reuse a healthy server at ``base_url`` or start one (``kw`` go to :func:`start_server`).
+    Returns ``(base_url, server or None if reused)``."""
+    if base_url and is_healthy(base_url):
+        return base_url, None
+    if base_url:
+        from urllib.parse import urlparse
+
+        u = urlparse(base_url)
+        kw.setdefault("host", u.hostname or "127.0.0.1")
+        kw.setdefault("port", u.port)
+    srv = start_server(**kw)
+    return srv.base_url, srv
+
+
+def serve(model: str = "qwen2.5-coder-1.5b", host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+          n_parallel: int = 4, ctx: int = 4096, threads: int | None = None, engine: str = "xllamacpp",
+          allow_remote: bool = False) -> None:
+    """Run the teacher server in the foreground until SIGINT/SIGTERM (``codistill serve-teacher``)."""
+    srv = start_server(model=model, host=host, port=port, n_parallel=n_parallel, ctx=ctx,
+                       threads=threads, engine=engine, allow_remote=allow_remote)
+    print(json.dumps({"serving": srv.info()}), flush=True)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        srv.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m codistill.teacher.server", description=serve.__doc__)
+    ap.add_argument("--model", default="qwen2.5-coder-1.5b", help="packaged name or .gguf path")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=DEFAULT_PORT)
+    ap.add_argument("--n-parallel", type=int, default=4, help="parallel slots (concurrent requests)")
+    ap.add_argument("--ctx", type=int, default=4096, help="context tokens per slot")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: idle cores)")
+    ap.add_argument("--engine", choices=ENGINES, default="xllamacpp")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    serve(a.model, a.host, a.port, a.n_parallel, a.ctx, a.threads, a.engine)
+
+
+if __name__ == "__main__":
+    main()
