@@ -64,7 +64,8 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
 
 def test_import_is_cheap():
     code = ("import sys, codistill, codistill.cli, codistill.problems.loaders, codistill.execution.judge, "
-            "codistill.metrics, codistill.backends, codistill.training\n"
+            "codistill.metrics, codistill.backends, codistill.training, codistill.data, codistill.teacher, "
+            "codistill.evaluation, codistill.models\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'transformers', 'datasets', 'peft', 'trl', 'tree_sitter', 'codebleu', 'numpy', 'scipy'))\n"
             "print(heavy)")
