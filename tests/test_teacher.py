@@ -475,3 +475,24 @@ def test_two_runs_on_one_directory_are_refused(tmp_path, server):
         with pytest.raises(RuntimeError, match="another teach run"):
             teach(_cfg(tmp_path, server.url, ds))
     assert teach(_cfg(tmp_path, server.url, ds))["counts"]["valid"] == 1
+
+
+def test_template_echo_is_rejected(tmp_path, server):
+    from codistill.teacher.parse import template_echo
+
+    tpl = load_template("hierarchical").text
+    copied = "<Key>Starting from the first element, not from 0, keeps negative-only lists correct.</Key>"
+    assert template_echo(copied, tpl) == "key starting from the first element not from"
+    assert template_echo("Keep the running best; negative lists work too.", tpl) is None
+    assert template_echo(copied, tpl, n=0) is None
+    # end to end: an explain answer that repeats the template's instructions is retried
+    echo = GOOD.replace("## Steps\n", "## Steps\nThe algorithm as a short numbered list of steps in plain words.\n")
+    SCRIPT["echo"] = [echo, GOOD]
+    try:
+        ds = _dataset(tmp_path / "data", [_problem("echo")])
+        teach(_cfg(tmp_path, server.url, ds))
+    finally:
+        del SCRIPT["echo"]
+    rec = next(read_jsonl(tmp_path / "run" / "contexts.jsonl"))
+    assert rec["valid"] and rec["attempts"] == 2
+    assert rec["attempt_log"][0]["reason"].startswith("copies the template text")

