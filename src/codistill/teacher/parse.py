@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from codistill.teacher.templates import MODES, is_none_text
 
-__all__ = ["PARSER_VERSION", "Parsed", "ValidationRules", "extract_code", "parse_answer", "split_sections"]
+__all__ = ["PARSER_VERSION", "Parsed", "ValidationRules", "extract_code", "parse_answer", "split_sections",
+           "template_echo"]
 
 PARSER_VERSION = 1
 
@@ -35,6 +36,9 @@ class ValidationRules(BaseModel):
     max_section_chars: int = Field(4000, ge=1, description="longest acceptable section (chars)")
     max_chars: int = Field(12000, ge=1, description="longest acceptable whole answer (chars)")
     min_steps: int = Field(2, ge=1, description="hierarchical: fewest <Step> blocks")
+    template_echo_words: int = Field(8, ge=0, description="reject answers that repeat this many consecutive "
+                                     "words of the template's own text (instructions, the worked example); "
+                                     "0 = off. Small teachers copy few-shot examples verbatim.")
 
 
 # Sections whose body may legitimately be "None".
@@ -240,3 +244,20 @@ def parse_answer(mode: str, text: str, rules: ValidationRules | None = None) -> 
         if len(body) > rules.max_section_chars:
             return _invalid(p, f"section {key!r} too long ({len(body)} > {rules.max_section_chars} chars)")
     return p
+
+
+_WORDS = re.compile(r"[a-z0-9]+")
+
+
+def template_echo(text: str, template_text: str, n: int = 8) -> str | None:
+    """The first run of ``n`` consecutive words that ``text`` copies from the template's own text
+    (placeholders and the problem/solution are not part of ``template_text``), or None."""
+    if n <= 0:
+        return None
+    tpl = _WORDS.findall(re.sub(r"\{(problem|solution|entry_point)\}", " ", template_text.lower()))
+    grams = {tuple(tpl[i:i + n]) for i in range(len(tpl) - n + 1)}
+    words = _WORDS.findall(text.lower())
+    for i in range(len(words) - n + 1):
+        if tuple(words[i:i + n]) in grams:
+            return " ".join(words[i:i + n])
+    return None

@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from codistill.store import JsonlAppender, atomic_write_json, read_jsonl, sha256_json, write_jsonl
 from codistill.teacher import leakage as leak
-from codistill.teacher.parse import PARSER_VERSION, ValidationRules, parse_answer
+from codistill.teacher.parse import PARSER_VERSION, ValidationRules, parse_answer, template_echo
 from codistill.teacher.templates import MODES, PromptTemplate, load_template, render_context
 
 __all__ = ["TeachConfig", "TeacherConfig", "TeachSampling", "teach", "load_rows", "ResponseCache",
@@ -303,6 +303,11 @@ class _Runner:
             tokens["completion"] += usage.get("completion_tokens", 0)
             seconds += usage.get("seconds", 0.0)
             parsed = parse_answer(cfg.mode, text, cfg.validation)
+            if parsed.valid:
+                echo = template_echo(text, self.template.text, cfg.validation.template_echo_words)
+                if echo is not None:
+                    parsed.valid = False
+                    parsed.reason = f"copies the template text ({echo!r})"
             entry = {"attempt": attempt, "cached": cached, "valid": parsed.valid, "reason": parsed.reason,
                      "completion_tokens": usage.get("completion_tokens", 0)}
             lk = None
