@@ -215,7 +215,10 @@ def _verify(problems: list[Problem], cfg: PrepareConfig, out: Path, want: int | 
             for v in verdicts:
                 res[v["task_id"]][v["k"]] = bool(v["passed"])
                 if not v["passed"]:
-                    why.setdefault(v["task_id"], f"{v['status']}: {(v.get('failure') or {}).get('error') or ''}"[:200])
+                    f = v.get("failure") or {}
+                    detail = f.get("error") or (f"expected {f.get('expected')!s}, got {f.get('got')!s}"
+                                                if "expected" in f else "")
+                    why.setdefault(v["task_id"], f"{v['status']}: {detail}"[:300])
             for p in part:
                 app.append({"id": p.id, "key": keys[p.id], "passed": res[p.id], "why": why.get(p.id)})
                 done[p.id] = res[p.id]

@@ -423,7 +423,6 @@ def _teach(cfg: TeachConfig, out: Path) -> dict:
         for r in read_jsonl(ctx_path):
             if r.get("run_key") == run_key and r.get("parser_version") == PARSER_VERSION:
                 done[r["id"]] = r
-    wanted = {r["id"] for r in rows}
     todo = [r for r in rows if r["id"] not in done]
     if cfg.order_seed is not None:
         import random
@@ -441,6 +440,7 @@ def _teach(cfg: TeachConfig, out: Path) -> dict:
     runner = _Runner(cfg, template, cache, teacher, problems, judge)
     errors: dict[str, str] = {}
     new = 0
+    fresh = 0  # finished with at least one teacher call in this run (the rest came from the cache)
     t0 = time.time()
     log.info("teach %s: %d rows, %d already done, %d to do", cfg.mode, len(rows), len(rows) - len(todo), len(todo))
     try:
@@ -462,6 +462,7 @@ def _teach(cfg: TeachConfig, out: Path) -> dict:
                         app.append(rec)
                         done[rec["id"]] = rec
                         new += 1
+                        fresh += any(not a.get("cached") for a in rec["attempt_log"])
                     if new % cfg.progress_every == 0:
                         el = time.time() - t0
                         log.info("%d/%d new contexts in %.0f s (%.2f/min), teacher calls %d, cache hits %d",
@@ -477,8 +478,8 @@ def _teach(cfg: TeachConfig, out: Path) -> dict:
     if new or not (out / "train.jsonl").exists():
         write_jsonl(out / "train.jsonl", train_rows)
         _write_dataset(out / "train_dataset", train_rows)
-    manifest = _manifest(cfg, template, rows, records, train_rows, teacher, cache, errors, new, wall, run_key,
-                         out / "teach_manifest.json")
+    manifest = _manifest(cfg, template, rows, records, train_rows, teacher, cache, errors, new, fresh, wall,
+                         run_key, out / "teach_manifest.json")
     atomic_write_json(out / "teach_manifest.json", manifest)
     return manifest
 
@@ -519,7 +520,8 @@ def _write_dataset(path: Path, rows: list[dict]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _manifest(cfg, template, rows, records, train_rows, teacher, cache, errors, new, wall, run_key, path) -> dict:
+def _manifest(cfg, template, rows, records, train_rows, teacher, cache, errors, new, fresh, wall, run_key,
+              path) -> dict:
     from collections import Counter
 
     prev = json.loads(path.read_text()) if path.exists() else {}
@@ -540,9 +542,9 @@ def _manifest(cfg, template, rows, records, train_rows, teacher, cache, errors, 
         for k, v in g.usage.as_dict().items():
             usage[k] += v
     this_run = {"teacher_calls": teacher.calls, "cache_hits": cache.hits, "new_contexts": new,
-                "wall_seconds": round(wall, 2), **usage,
+                "from_teacher": fresh, "from_cache_only": new - fresh, "wall_seconds": round(wall, 2), **usage,
                 "completion_tokens_per_s": round(usage["completion_tokens"] / wall, 3) if wall > 0 else None,
-                "contexts_per_min": round(60 * new / wall, 3) if wall > 0 and new else 0.0}
+                "contexts_per_min": round(60 * fresh / wall, 3) if wall > 0 and fresh else 0.0}
     runs = prev.get("runs", []) + [this_run] if (prev.get("run_key") == run_key) else [this_run]
     tc = cfg.teacher
     cost = None
