@@ -125,6 +125,8 @@ def _resolve(ns: dict, fn_name: str):
     return ns[fn_name]
 
 
+_SIZED = (list, tuple, str, bytes, dict, set, frozenset)
+
 _ORACLE_TRANSFORMS = {
     # EvalPlus MBPP tasks whose outputs are not serialisable (re.Match): compare "not None".
     "mbpp/not_none": lambda out: out if type(out) is bool else (out is not None),
@@ -149,6 +151,10 @@ def run_call(job: dict, fd: int) -> None:
         try:
             out = fn(*args)
             dt = time.perf_counter() - t0
+            if type(out) in _SIZED and len(out) > 10_000:
+                # Encoding a large output can take longer than the call: tell the worker the
+                # call is over, so only the task's overall timeout applies while encoding.
+                _send(fd, {"ev": "called", "i": i, "t": dt})
             if transform is not None:
                 out = transform(out)
             enc = encode(out)
