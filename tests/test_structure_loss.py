@@ -34,17 +34,13 @@ PROMPT = "Write a function that returns the sum of the squares of a list.\n"
 CODE = "def sum_sq(xs):\n    total = 0\n    for x in xs:\n        total += x * x\n    return total\n"
 OTHER_CODE = "class Stack:\n    def push(self, item):\n        self.items.append(item)\n"
 
+from conftest import cache_dir_env  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def bridge_cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("bridges")
-    old = os.environ.get("CODISTILL_CACHE_DIR")
-    os.environ["CODISTILL_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("CODISTILL_CACHE_DIR", None)
-    else:
-        os.environ["CODISTILL_CACHE_DIR"] = old
+    with cache_dir_env(tmp_path_factory.mktemp("bridges")) as path:
+        yield path
 
 
 @pytest.fixture(scope="session")

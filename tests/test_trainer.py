@@ -31,17 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from conftest import smollm2_tokenizer as _smollm2_tokenizer  # noqa: E402
 
+from conftest import cache_dir_env  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def cache_env(tmp_path_factory):
-    path = tmp_path_factory.mktemp("codistill-cache")
-    old = os.environ.get("CODISTILL_CACHE_DIR")
-    os.environ["CODISTILL_CACHE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("CODISTILL_CACHE_DIR", None)
-    else:
-        os.environ["CODISTILL_CACHE_DIR"] = old
+    with cache_dir_env(tmp_path_factory.mktemp("codistill-cache")) as path:
+        yield path
 
 
 @pytest.fixture(scope="session")
