@@ -5,7 +5,9 @@
 >>> gen.generate(["def add(a, b):"], SamplingParams(max_new_tokens=32))     # doctest: +SKIP
 
 Kinds: ``hf`` (transformers, optional LoRA adapter), ``openai`` (any OpenAI-compatible HTTP
-server: vLLM, SGLang, llama.cpp server, Ollama, OpenAI), ``llamacpp`` (in-process llama.cpp).
+server: vLLM, SGLang, llama.cpp server, Ollama, OpenAI), ``llamacpp`` (in-process llama.cpp),
+``llama-server`` (a local llama.cpp server with parallel slots started for the run; LoRA adapters
+converted to GGUF; the fastest way to evaluate on a CPU).
 Importing this package imports neither torch, transformers, nor llama_cpp.
 """
 
@@ -38,6 +40,7 @@ _BACKENDS = {
     "hf": ("codistill.backends.hf", "HFGenerator"),
     "openai": ("codistill.backends.openai_http", "OpenAIGenerator"),
     "llamacpp": ("codistill.backends.llamacpp", "LlamaCppGenerator"),
+    "llama-server": ("codistill.backends.llama_server", "LlamaServerGenerator"),
 }
 _ALIASES = {
     "transformers": "hf",
@@ -49,6 +52,8 @@ _ALIASES = {
     "ollama": "openai",
     "llama.cpp": "llamacpp",
     "llama_cpp": "llamacpp",
+    "llama_server": "llama-server",
+    "llamacpp-server": "llama-server",
 }
 KINDS = tuple(_BACKENDS)
 

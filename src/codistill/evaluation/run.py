@@ -44,7 +44,7 @@ class EvalConfig(BaseModel):
 
     model: str = Field(..., description="packaged short name, local HF folder, GGUF file, or server model name")
     adapter: str | None = Field(None, description="peft LoRA adapter folder, applied without merging")
-    backend: str = Field("hf", description="hf | openai | llamacpp")
+    backend: str = Field("hf", description="hf | llama-server | openai | llamacpp (see codistill.backends)")
     backend_options: dict = Field(default_factory=dict, description="extra backend arguments (base_url, concurrency, ...)")
     benchmarks: list[str] = Field(default_factory=lambda: list(DEFAULT_BENCHMARKS))
     n_samples: int = Field(1, ge=1, description="samples per task (pass@k for k <= n)")
@@ -110,8 +110,8 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     cfg_path = out / "config.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        keys = ("model", "adapter", "temperature", "top_p", "max_new_tokens", "prompt_mode", "seed")
-        changed = [k for k in keys if old.get(k) != getattr(cfg, k)]
+        keys = ("model", "adapter", "backend", "temperature", "top_p", "max_new_tokens", "prompt_mode", "seed")
+        changed = [k for k in keys if old.get(k, "hf" if k == "backend" else None) != getattr(cfg, k)]
         if changed:
             raise ValueError(f"{out} holds a run with different settings ({', '.join(changed)}); "
                              "use another --out directory or delete it to start over")
@@ -128,9 +128,18 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
 
     # generation -------------------------------------------------------------------------
     t0 = time.perf_counter()
-    gen = make_generator(cfg.backend, model=cfg.model, adapter=cfg.adapter, batch_size=cfg.batch_size,
-                         prompt_mode=cfg.prompt_mode, dtype=cfg.dtype, **cfg.backend_options) \
-        if cfg.backend == "hf" else make_generator(cfg.backend, model=cfg.model, **cfg.backend_options)
+    backend = cfg.backend.lower().replace("_", "-")
+    if backend in ("hf", "transformers", "huggingface"):
+        gen = make_generator(cfg.backend, model=cfg.model, adapter=cfg.adapter, batch_size=cfg.batch_size,
+                             prompt_mode=cfg.prompt_mode, dtype=cfg.dtype, **cfg.backend_options)
+    elif backend in ("llama-server", "llamacpp-server"):
+        gen = make_generator(cfg.backend, model=cfg.model, adapter=cfg.adapter, prompt_mode=cfg.prompt_mode,
+                             **cfg.backend_options)
+    else:
+        if cfg.adapter:
+            raise ValueError(f"backend {cfg.backend!r} cannot apply a LoRA adapter here: use --backend hf, or "
+                             "--backend llama-server (converts the adapter to GGUF), or serve the adapter yourself")
+        gen = make_generator(cfg.backend, model=cfg.model, **cfg.backend_options)
     timings["load_model_s"] = time.perf_counter() - t0
     mode = getattr(gen, "prompt_mode", "chat" if cfg.prompt_mode != "completion" else "completion")
     template = _template(cfg, mode)
@@ -169,8 +178,11 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
                                         max_new_tokens=cfg.max_new_tokens, stop=tuple(dict.fromkeys(stops)),
                                         seed=cfg.seed + start)
                 tg = time.perf_counter()
+                usage_before = gen.usage.completion_tokens if tok is None and hasattr(gen, "usage") else None
                 outs = gen.generate([u["prompt"] for _, u in chunk], params)
                 gen_time += time.perf_counter() - tg
+                if usage_before is not None:  # no local tokenizer: the server's own token count
+                    n_tokens += gen.usage.completion_tokens - usage_before
                 for (key, u), comps in zip(chunk, outs):
                     for i, text in enumerate(comps[len(have[key]):cfg.n_samples], start=len(have[key])):
                         ntok = len(tok(text, add_special_tokens=False)["input_ids"]) if tok is not None else None
@@ -219,13 +231,21 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     timings["judge_s"] = time.perf_counter() - tj
 
     # perplexity -------------------------------------------------------------------------
-    if cfg.perplexity and hasattr(gen, "model"):
+    # scoring needs the model's logits: a server backend hands over to transformers on the same
+    # weights (the HF folder is the GGUF de-quantized), after its server is stopped
+    scorer = gen if hasattr(gen, "model") else None
+    if scorer is None and (cfg.perplexity or cfg.token_nll) and backend in ("llama-server", "llamacpp-server", "llamacpp"):
+        gen.close()
+        scorer = make_generator("hf", model=cfg.model, adapter=cfg.adapter, batch_size=cfg.batch_size,
+                                prompt_mode=cfg.prompt_mode, dtype=cfg.dtype)
+        results["scorer"] = {"backend": "hf", "dtype": cfg.dtype}
+    if cfg.perplexity and scorer is not None:
         from codistill.evaluation.perplexity import question_completion_perplexity
 
         tp = time.perf_counter()
         mbpp = load_benchmark("mbpp:test", data_dir=cfg.data_dir, limit=cfg.limit)
         texts = [p.meta.get("text") or p.prompt for p in mbpp]
-        ppl = question_completion_perplexity(gen, texts, prefix=cfg.perplexity_prefix, batch_size=cfg.batch_size)
+        ppl = question_completion_perplexity(scorer, texts, prefix=cfg.perplexity_prefix, batch_size=cfg.batch_size)
         for p, v in zip(mbpp, ppl):
             task_rows.append({"benchmark": "mbpp-questions", "task_id": p.id, "question_ppl": v})
         finite = sorted(v for v in ppl if v is not None and math.isfinite(v))
@@ -234,9 +254,9 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
             "median": finite[len(finite) // 2] if finite else None, "prefix_fraction": cfg.perplexity_prefix,
         }
         timings["perplexity_s"] = time.perf_counter() - tp
-    if cfg.token_nll and cfg.temperature == 0 and hasattr(gen, "score"):
+    if cfg.token_nll and cfg.temperature == 0 and scorer is not None and hasattr(scorer, "score"):
         tn = time.perf_counter()
-        _token_nll(gen, units, have, out / "token_nll.jsonl", cfg.batch_size)
+        _token_nll(scorer, units, have, out / "token_nll.jsonl", cfg.batch_size)
         timings["token_nll_s"] = time.perf_counter() - tn
 
     write_jsonl(out / "tasks.jsonl", task_rows)
@@ -246,6 +266,8 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     results["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     atomic_write_json(out / "results.json", results)
     gen.close()
+    if scorer is not None and scorer is not gen:
+        scorer.close()
     return results
 
 

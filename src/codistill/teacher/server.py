@@ -155,9 +155,10 @@ class TeacherServer:
 def start_server(model: str = "qwen2.5-coder-1.5b", host: str = "127.0.0.1", port: int | None = None,
                  n_parallel: int = 4, ctx: int = 4096, threads: int | None = None,
                  engine: str = "xllamacpp", allow_remote: bool = False,
-                 ready_timeout: float = 300.0) -> TeacherServer:
+                 ready_timeout: float = 300.0, lora: list[str | Path] | None = None) -> TeacherServer:
     """Start a server and return once it is healthy. ``ctx`` is the context per slot (tokens);
-    ``port=None`` picks a free one."""
+    ``port=None`` picks a free one. ``lora``: GGUF LoRA adapters applied at scale 1 (see
+    :mod:`codistill.backends.lora_gguf` for converting a PEFT adapter); xllamacpp engine only."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if n_parallel < 1 or ctx < 256:
@@ -176,6 +177,8 @@ def start_server(model: str = "qwen2.5-coder-1.5b", host: str = "127.0.0.1", por
                               "(prebuilt wheel), or use engine='llama-cpp-python'") from e
         p = xlc.CommonParams()
         p.model.path = str(path)
+        if lora:
+            p.lora_adapters = [xlc.CommonAdapterLoraInfo(str(Path(x).resolve()), 1.0) for x in lora]
         p.n_parallel = n_parallel
         p.n_ctx = ctx * n_parallel  # llama.cpp splits n_ctx over the slots
         p.hostnames = [host]
@@ -190,6 +193,8 @@ def start_server(model: str = "qwen2.5-coder-1.5b", host: str = "127.0.0.1", por
         srv = TeacherServer(base + "/v1", engine, model, n_parallel, ctx, threads, handle=handle,
                             load_s=time.monotonic() - t0)
     else:
+        if lora:
+            raise ValueError("LoRA adapters are supported with engine='xllamacpp' only")
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", host,
                "--port", str(port), "--n_ctx", str(ctx), "--n_threads", str(threads),
                "--model_alias", model]
