@@ -55,9 +55,47 @@ def cmd_judge(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from codistill.commands import demo
+    if args.references:
+        from codistill.commands import demo
 
-    return demo(data_dir=args.data_dir, config=_judge_config(args), progress=not args.no_progress)
+        return demo(data_dir=args.data_dir, config=_judge_config(args), progress=not args.no_progress)
+    from rich.console import Console
+
+    from codistill.recipe import load_recipe, run_recipe
+
+    console = Console()
+    console.print("[bold]codistill demo[/]: the whole loop (data → teach → train → eval → report) on the packaged "
+                  "small models. [bold yellow]A smoke run: its numbers are not a result.[/] "
+                  "(`codistill demo --references` judges the benchmarks' reference solutions instead.)")
+    out = run_recipe(load_recipe("demo", data_dir=args.data_dir), out_dir=args.out, console=console)
+    _print_run_end(console, out)
+    return 0
+
+
+def _print_run_end(console, out: dict) -> None:
+    run = Path(out["run_dir"])
+    if out.get("report"):
+        from codistill.report.build import print_report
+
+        print_report(out["report"], console=console)
+    stages = out["manifest"]["stages"]
+    done = sum(1 for v in stages.values() if v.get("status") == "complete")
+    console.print(f"{done}/{len(stages)} stages complete in {out['wall_s']:.0f} s; report: {run / 'report.html'} "
+                  f"and {run / 'report.md'}")
+
+
+def cmd_run(args) -> int:
+    from rich.console import Console
+
+    from codistill.recipe import load_recipe, run_recipe
+
+    console = Console()
+    recipe = load_recipe(args.recipe, data_dir=args.data_dir)
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
+    out = run_recipe(recipe, out_dir=args.out, only=only, arms=arms, console=console)
+    _print_run_end(console, out)
+    return 0
 
 
 def cmd_benchmarks(args) -> int:
@@ -150,6 +188,14 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from codistill.report.build import print_report, write_report
+
+    report = write_report(args.run_dirs, out=args.out, baseline=args.baseline, title=args.title)
+    print_report(report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from codistill import __version__
 
@@ -173,8 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     _sandbox_args(p)
     p.set_defaults(func=cmd_judge)
 
-    p = sub.add_parser("demo", help="judge the HumanEval and HumanEval+ reference solutions and show the table")
+    p = sub.add_parser("demo", help="the whole loop on the packaged small models in minutes (a smoke run); "
+                       "--references: judge the HumanEval(+) reference solutions instead")
     _add_common(p)
+    p.add_argument("--references", action="store_true", help="only judge the benchmarks' reference solutions")
+    p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo; resumed if it exists)")
     p.add_argument("--no-progress", action="store_true")
     _sandbox_args(p)
     p.set_defaults(func=cmd_demo, suites=None)
@@ -221,6 +270,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     for verb, (_, text) in DELEGATED.items():  # listed in --help; parsed by their own modules
         sub.add_parser(verb, help=text, add_help=False)
+
+    p = sub.add_parser("report", help="tables (pass@1, CodeBLEU, perplexity), paired significance and plots "
+                       "for the arms of runs: report.md, self-contained report.html, report.json")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="recipe run dir (arms/<arm>/eval), arm dir or eval run dir; LABEL=DIR names/prefixes its arms")
+    p.add_argument("--out", default=None, help="output folder (default: the first RUN_DIR)")
+    p.add_argument("--baseline", default="base", help="arm the others are compared with (default base; else the first arm)")
+    p.add_argument("--title", default=None)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("run", help="a whole experiment from one YAML recipe: data → teach → train (arms) → eval → "
+                       "report; resumes and re-runs only what changed")
+    _add_common(p)
+    p.add_argument("recipe", help="recipe YAML file, or a packaged recipe: demo, paper-small, gpu-vllm")
+    p.add_argument("--out", default=None, help="run directory (default: the recipe's out_dir, else runs/<name>)")
+    p.add_argument("--only", default=None, help="comma list of stages to run (data,teach,train,eval,report); "
+                   "a stage that is needed but left out stops the run there")
+    p.add_argument("--arms", default=None, help="comma list of arms (default: all of the recipe's)")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("benchmarks", help="list the benchmarks and problem sources codistill can load")
     p.set_defaults(func=cmd_benchmarks)

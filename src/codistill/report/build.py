@@ -1,0 +1,1303 @@
+"""``codistill report``: one report over the arms of one or more runs.
+
+Inputs (each ``RUN_DIR``, optionally written ``LABEL=RUN_DIR``):
+
+* a recipe run directory (has ``run_manifest.json`` or ``arms/``): every ``arms/<arm>/`` with
+  ``eval/results.json`` + ``eval/tasks.jsonl`` is an arm, with its optional ``train/train_log.jsonl``
+  and ``train/train_config.json``; the run's ``data/manifest.json``, ``teach/teach_manifest.json``,
+  ``teach/contexts.jsonl`` and ``recipe.yaml`` are shown when present. With a label, its arms are
+  named ``LABEL/<arm>``.
+* an arm directory (has ``eval/results.json``): one arm named after the directory (or the label).
+* an eval run directory (has ``results.json`` + ``tasks.jsonl``, as ``codistill eval`` writes):
+  one arm named after the directory, ``arm.json``'s ``"name"``, or the label.
+
+Outputs in ``out`` (default: the first ``RUN_DIR``): ``report.md``, a self-contained
+``report.html`` (plots embedded as base64 PNG, inline CSS, no external references),
+``report.json`` (every table as data) and ``plots/*.png``.
+
+Statistics: pass@1 with a Wilson 95% interval per arm and benchmark; every arm against the
+baseline arm on the tasks both evaluated (intersection of task ids): Δpass@1 with a paired
+bootstrap 95% CI, exact McNemar test on per-task pass/fail (b = tasks only the arm passes,
+c = tasks only the baseline passes) and a Holm adjustment over all comparisons in the table.
+The functions are those of :mod:`codistill.metrics.stats`.
+
+Importing this module is cheap: matplotlib and numpy are imported inside the functions that
+use them.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html as _html
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_report", "print_report", "SMOKE_TEXT", "SMOKE_MIN_TASKS"]
+
+SMOKE_TEXT = "Smoke run: these numbers are not a result"
+SMOKE_MIN_TASKS = 30
+QUESTIONS = "mbpp-questions"  # tasks.jsonl rows carrying question-completion perplexity
+PROVENANCE_KEYS = ("model", "adapter", "backend", "benchmarks", "n_samples", "temperature", "top_p",
+                   "max_new_tokens", "prompt_mode", "seed", "limit", "dtype")
+COMPARED_KEYS = ("n_samples", "temperature", "top_p", "max_new_tokens", "prompt_mode", "seed", "limit")
+
+
+# --------------------------------------------------------------------------- loading
+@dataclass
+class RunInfo:
+    """A recipe run directory and its run-level files (each may be missing)."""
+
+    path: Path
+    label: str | None
+    manifest: dict | None = None
+    data_manifest: dict | None = None
+    teach_manifest: dict | None = None
+    leakage_valid: list[float] | None = None  # leakage of valid contexts.jsonl rows
+    contexts_counts: dict | None = None
+    recipe_text: str | None = None
+    missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.path.name
+
+
+@dataclass
+class Arm:
+    name: str
+    source: Path
+    eval_dir: Path | None
+    train_dir: Path | None = None
+    run: RunInfo | None = None
+    results: dict | None = None
+    rows: dict[str, dict[str, dict]] = field(default_factory=dict)  # benchmark -> task_id -> row
+    ppl: list[float] = field(default_factory=list)
+    train_rows: list[dict] = field(default_factory=list)
+    val_rows: list[dict] = field(default_factory=list)
+    train_config: dict | None = None
+    missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def has_eval(self) -> bool:
+        return self.results is not None or bool(self.rows)
+
+    def benchmarks(self) -> list[str]:
+        names = list((self.results or {}).get("benchmarks", {}))
+        return names + [b for b in self.rows if b not in names]
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def _read_json(path: Path, missing: list[str], notes: list[str], base: Path) -> Any:
+    if not path.is_file():
+        missing.append(_rel(path, base))
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        notes.append(f"{_rel(path, base)} could not be read ({type(e).__name__}: {e}); ignored")
+        return None
+
+
+def _read_rows(path: Path, missing: list[str], notes: list[str], base: Path) -> list[dict] | None:
+    if not path.is_file():
+        missing.append(_rel(path, base))
+        return None
+    import warnings
+
+    from codistill.store import read_jsonl
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rows = list(read_jsonl(path))
+        for w in caught:
+            notes.append(str(w.message))
+        return rows
+    except (OSError, ValueError) as e:
+        notes.append(f"{_rel(path, base)} could not be read ({type(e).__name__}: {e}); ignored")
+        return None
+
+
+def _split_spec(spec: str | Path) -> tuple[str | None, Path]:
+    """``LABEL=DIR`` -> (LABEL, DIR); a plain path (even one with '=' in it that exists) -> (None, path)."""
+    if isinstance(spec, Path):
+        return None, spec
+    s = str(spec)
+    if "=" in s and not Path(s).exists():
+        label, _, path = s.partition("=")
+        if label and "/" not in label and path:
+            return label, Path(path)
+    return None, Path(s)
+
+
+def _load_eval(arm: Arm, base: Path) -> None:
+    d = arm.eval_dir
+    if d is None:
+        return
+    arm.results = _read_json(d / "results.json", arm.missing, arm.notes, base)
+    rows = _read_rows(d / "tasks.jsonl", arm.missing, arm.notes, base)
+    for r in rows or []:
+        bench, tid = r.get("benchmark"), r.get("task_id")
+        if bench is None or tid is None:
+            continue
+        if bench == QUESTIONS or ("question_ppl" in r and "passed" not in r):
+            v = r.get("question_ppl")
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                arm.ppl.append(float(v))
+            continue
+        arm.rows.setdefault(bench, {})[str(tid)] = r
+
+
+def _load_train(arm: Arm, base: Path) -> None:
+    d = arm.train_dir
+    if d is None or not d.is_dir():
+        return
+    missing: list[str] = []
+    rows = _read_rows(d / "train_log.jsonl", missing, arm.notes, base) or []
+    for r in rows:
+        if "step" not in r:
+            continue
+        (arm.val_rows if r.get("split") == "val" else arm.train_rows).append(r)
+    arm.train_config = _read_json(d / "train_config.json", missing, arm.notes, base)
+    arm.missing.extend(missing)
+
+
+def _load_run(run: RunInfo, base: Path) -> None:
+    p = run.path
+    run.manifest = _read_json(p / "run_manifest.json", run.missing, run.notes, base)
+    run.data_manifest = _read_json(p / "data" / "manifest.json", run.missing, run.notes, base)
+    run.teach_manifest = _read_json(p / "teach" / "teach_manifest.json", run.missing, run.notes, base)
+    ctx = _read_rows(p / "teach" / "contexts.jsonl", run.missing, run.notes, base)
+    if ctx is not None:
+        valid = [r for r in ctx if r.get("valid")]
+        run.contexts_counts = {"rows": len(ctx), "valid": len(valid)}
+        run.leakage_valid = [float(r["leakage"]) for r in valid
+                             if isinstance(r.get("leakage"), (int, float)) and math.isfinite(r["leakage"])]
+    recipe = p / "recipe.yaml"
+    if recipe.is_file():
+        run.recipe_text = recipe.read_text(encoding="utf-8", errors="replace")
+    else:
+        run.missing.append(_rel(recipe, base))
+
+
+def discover_arms(run_dirs: list[str | Path]) -> tuple[list[Arm], list[RunInfo]]:
+    """The arms (loaded) and recipe runs behind the inputs; raises on duplicate arm names."""
+    arms: list[Arm] = []
+    runs: list[RunInfo] = []
+    for spec in run_dirs:
+        label, path = _split_spec(spec)
+        if not path.is_dir():
+            raise FileNotFoundError(f"not a directory: {path}")
+        base = path.parent
+        if (path / "run_manifest.json").is_file() or (path / "arms").is_dir():
+            run = RunInfo(path=path, label=label)
+            _load_run(run, base)
+            runs.append(run)
+            arms_dir = path / "arms"
+            if not arms_dir.is_dir():
+                run.notes.append(f"{_rel(arms_dir, base)} does not exist: no arm has been run yet")
+                continue
+            for d in sorted(x for x in arms_dir.iterdir() if x.is_dir()):
+                name = f"{label}/{d.name}" if label else d.name
+                eval_dir = d / "eval" if (d / "eval").is_dir() or not (d / "results.json").is_file() else d
+                arm = Arm(name=name, source=path, eval_dir=eval_dir, train_dir=d / "train", run=run)
+                _load_eval(arm, base)
+                _load_train(arm, base)
+                arms.append(arm)
+        elif (path / "eval" / "results.json").is_file():
+            arm = Arm(name=label or path.name, source=path, eval_dir=path / "eval", train_dir=path / "train")
+            _load_eval(arm, base)
+            _load_train(arm, base)
+            arms.append(arm)
+        elif (path / "results.json").is_file() or (path / "tasks.jsonl").is_file():
+            name = label
+            if name is None and (path / "arm.json").is_file():
+                try:
+                    name = json.loads((path / "arm.json").read_text()).get("name")
+                except (OSError, ValueError, AttributeError):
+                    name = None
+            arm = Arm(name=str(name or path.resolve().name), source=path, eval_dir=path)
+            _load_eval(arm, base)
+            arms.append(arm)
+        else:
+            raise FileNotFoundError(
+                f"{path} is neither a recipe run (run_manifest.json or arms/), an arm (eval/results.json) "
+                "nor an eval run (results.json + tasks.jsonl)")
+    seen: dict[str, list[Arm]] = {}
+    for a in arms:
+        seen.setdefault(a.name, []).append(a)
+    dups = {n: v for n, v in seen.items() if len(v) > 1}
+    if dups:
+        desc = "; ".join(f"'{n}' from " + ", ".join(str(a.eval_dir or a.source) for a in v) for n, v in dups.items())
+        raise ValueError(
+            f"duplicate arm names: {desc}. Arm names must be unique across the inputs: give an input a label "
+            "(LABEL=RUN_DIR names a plain eval run LABEL and prefixes a recipe run's arms with LABEL/), "
+            "or set {\"name\": ...} in an eval run's arm.json")
+    return arms, runs
+
+
+# --------------------------------------------------------------------------- tables
+def _task_p1(row: dict) -> float:
+    if row.get("pass@1") is not None:
+        return float(row["pass@1"])
+    n, c = row.get("n"), row.get("c")
+    if n:
+        return float(c or 0) / float(n)
+    return 1.0 if row.get("passed") else 0.0
+
+
+def _nc(row: dict) -> tuple[int, int]:
+    n = int(row.get("n") or 1)
+    c = row.get("c")
+    c = int(c) if c is not None else (n if row.get("passed") else 0)
+    return n, c
+
+
+def _pass_cell(arm: Arm, bench: str) -> dict | None:
+    from codistill.metrics.stats import wilson_interval
+
+    summ = ((arm.results or {}).get("benchmarks") or {}).get(bench) or {}
+    rows = arm.rows.get(bench)
+    cell: dict[str, Any] = {"label": summ.get("benchmark")}
+    pk = {k: v for k, v in (summ.get("pass@k") or {}).items() if k != "pass@1" and v is not None}
+    if pk:
+        cell["pass@k"] = pk
+    if rows:
+        nc = [_nc(r) for r in rows.values()]
+        n_tasks = len(rows)
+        p1 = sum(_task_p1(r) for r in rows.values()) / n_tasks
+        spt = sorted({n for n, _ in nc})
+        if spt == [1]:
+            k, n = sum(c for _, c in nc), n_tasks
+            basis = "tasks"
+        else:
+            k, n = sum(c for _, c in nc), sum(n for n, _ in nc)
+            basis = "samples"
+        lo, hi = wilson_interval(k, n)
+        cell.update({"pass@1": p1, "n_tasks": n_tasks, "k": k, "n": n, "ci": [lo, hi], "ci_basis": basis,
+                     "samples_per_task": spt, "source": "tasks.jsonl"})
+        rp1 = (summ.get("pass@k") or {}).get("pass@1")
+        if rp1 is not None and abs(rp1 - p1) > 1e-9:
+            cell["results_json_pass@1"] = rp1
+        return cell
+    p1 = (summ.get("pass@k") or {}).get("pass@1")
+    if p1 is None:
+        return None
+    cell.update({"pass@1": float(p1), "n_tasks": summ.get("tasks"), "ci": None, "source": "results.json"})
+    return cell
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _structure_cell(arm: Arm, bench: str) -> dict | None:
+    summ = ((arm.results or {}).get("benchmarks") or {}).get(bench) or {}
+    rows = list((arm.rows.get(bench) or {}).values())
+    syn = [float(r["syntax_match"]) for r in rows if r.get("syntax_match") is not None]
+    dfl = [float(r["dataflow_match"]) for r in rows if r.get("dataflow_match") is not None]
+    s = summ.get("syntax_match", _mean(syn))
+    d = summ.get("dataflow_match", _mean(dfl))
+    if s is None and d is None:
+        return None
+    return {"syntax_match": s, "dataflow_match": d, "n_syntax": len(syn) if rows else None,
+            "n_dataflow": summ.get("n_dataflow_tasks", len(dfl) if rows else None)}
+
+
+def _perplexity(arm: Arm) -> dict | None:
+    qp = (arm.results or {}).get("question_perplexity") or {}
+    if qp.get("mean") is not None:
+        out = {k: qp.get(k) for k in ("n", "mean", "median", "prefix_fraction")}
+        out["source"] = "results.json"
+        return out
+    if arm.ppl:
+        xs = sorted(arm.ppl)
+        return {"n": len(xs), "mean": sum(xs) / len(xs), "median": xs[len(xs) // 2], "prefix_fraction": None,
+                "source": "tasks.jsonl"}
+    return None
+
+
+def _holm(ps: list[float]) -> list[float]:
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out = [0.0] * len(ps)
+    running = 0.0
+    m = len(ps)
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def _significance(arms: list[Arm], baseline: Arm, benches: list[str], n_boot: int,
+                  seed: int) -> tuple[list[dict], list[str]]:
+    from codistill.metrics.stats import mcnemar_exact, paired_bootstrap_ci
+
+    out: list[dict] = []
+    notes: list[str] = []
+    for arm in arms:
+        if arm is baseline or not arm.has_eval:
+            continue
+        for bench in benches:
+            brows, arows = baseline.rows.get(bench), arm.rows.get(bench)
+            if not brows or not arows:
+                ran = {a.name: bench in a.benchmarks() for a in (baseline, arm)}
+                if all(ran.values()):
+                    who = " and ".join(a.name for a, r in ((baseline, brows), (arm, arows)) if not r)
+                    notes.append(f"{arm.name} vs {baseline.name} on {bench}: no per-task results (tasks.jsonl) "
+                                 f"for {who}; not compared")
+                elif any(ran.values()):
+                    notes.append(f"{arm.name} vs {baseline.name} on {bench}: "
+                                 f"{' and '.join(n for n, r in ran.items() if not r)} not evaluated on it")
+                continue
+            common = sorted(set(brows) & set(arows))
+            if not common:
+                notes.append(f"{arm.name} vs {baseline.name} on {bench}: no task in common; not compared")
+                continue
+            bp = [bool(brows[t].get("passed")) for t in common]
+            ap = [bool(arows[t].get("passed")) for t in common]
+            b1 = [_task_p1(brows[t]) for t in common]
+            a1 = [_task_p1(arows[t]) for t in common]
+            mc = mcnemar_exact(bp, ap)
+            bs = paired_bootstrap_ci(b1, a1, n_boot=n_boot, seed=seed)
+            multi = any(_nc(brows[t])[0] > 1 or _nc(arows[t])[0] > 1 for t in common)
+            out.append({
+                "arm": arm.name, "baseline": baseline.name, "benchmark": bench,
+                "n_common": len(common), "n_baseline_only": len(set(brows) - set(arows)),
+                "n_arm_only": len(set(arows) - set(brows)),
+                "baseline_pass@1": sum(b1) / len(b1), "arm_pass@1": sum(a1) / len(a1),
+                "delta": bs["diff"], "ci": [bs["lo"], bs["hi"]],
+                "b": mc["b01"], "c": mc["b10"], "p_value": mc["p_value"],
+                "mcnemar_on": "first sample pass/fail" if multi else "pass/fail",
+            })
+    for row, ph in zip(out, _holm([r["p_value"] for r in out])):
+        row["p_holm"] = ph
+    return out, notes
+
+
+def _smoke(arms: list[Arm], runs: list[RunInfo], table1: dict) -> list[str]:
+    reasons = []
+    for run in runs:
+        m = run.manifest or {}
+        if m.get("smoke") is True or (m.get("recipe") or {}).get("smoke") is True:
+            reasons.append(f"{run.name}: run_manifest.json has \"smoke\": true")
+        elif run.recipe_text and re.search(r"(?m)^smoke:\s*(true|yes|on)\s*$", run.recipe_text, re.I):
+            reasons.append(f"{run.name}: recipe.yaml has smoke: true")
+    for arm in arms:
+        if ((arm.results or {}).get("config") or {}).get("smoke") is True:
+            reasons.append(f"{arm.name}: eval config has \"smoke\": true")
+    small: dict[str, int] = {}
+    for arm_name, cells in table1.items():
+        for bench, cell in cells.items():
+            n = (cell or {}).get("n_tasks")
+            if n is not None and n < SMOKE_MIN_TASKS:
+                small[bench] = min(small.get(bench, n), n)
+    for bench, n in small.items():
+        reasons.append(f"{bench}: only {n} task(s) (fewer than {SMOKE_MIN_TASKS})")
+    return reasons
+
+
+def _consistency(arms: list[Arm], benches: list[str]) -> list[str]:
+    warn = []
+    ev = [a for a in arms if a.results]
+    for bench in benches:
+        hashes = {}
+        for a in ev:
+            h = (a.results.get("data_hashes") or {}).get(bench)
+            if h:
+                hashes.setdefault(h, []).append(a.name)
+        if len(hashes) > 1:
+            desc = "; ".join(f"{h[:12]}: {', '.join(n)}" for h, n in hashes.items())
+            warn.append(f"{bench}: arms were evaluated on different problem data (data hashes differ: {desc})")
+    for key in COMPARED_KEYS:
+        vals = {}
+        for a in ev:
+            vals.setdefault(json.dumps((a.results.get("config") or {}).get(key)), []).append(a.name)
+        if len(vals) > 1:
+            desc = "; ".join(f"{k}: {', '.join(n)}" for k, n in vals.items())
+            warn.append(f"eval setting '{key}' differs between arms ({desc})")
+    for a in ev:
+        lim = (a.results.get("config") or {}).get("limit")
+        if lim:
+            warn.append(f"{a.name}: evaluated on the first {lim} tasks of each benchmark only (limit={lim})")
+    return warn
+
+
+def _provenance(arm: Arm) -> dict:
+    r = arm.results or {}
+    cfg = r.get("config") or {}
+    out: dict[str, Any] = {
+        "source": str(arm.eval_dir or arm.source),
+        "config": {k: cfg.get(k) for k in PROVENANCE_KEYS if k in cfg},
+        "versions": r.get("versions") or {},
+        "data_hashes": r.get("data_hashes") or {},
+        "prompt_mode": r.get("prompt_mode"),
+        "generation": r.get("generation") or {},
+        "timings_s": r.get("timings_s") or {},
+    }
+    if arm.train_rows or arm.train_config:
+        tc = arm.train_config or {}
+        last = arm.train_rows[-1] if arm.train_rows else {}
+        st = tc.get("structure") if isinstance(tc.get("structure"), dict) else {}
+        out["train"] = {
+            "model": tc.get("model"), "structure_loss": st.get("enabled"), "max_steps": tc.get("max_steps"),
+            "epochs": tc.get("epochs"),
+            "lr": (tc.get("optim") or {}).get("lr") if isinstance(tc.get("optim"), dict) else None,
+            "lora_r": (tc.get("lora") or {}).get("r") if isinstance(tc.get("lora"), dict) else None,
+            "steps_logged": len(arm.train_rows), "last_step": last.get("step"),
+            "final_token_loss": last.get("token_loss"), "final_structure_loss": last.get("structure_loss"),
+            "peak_rss_gib": max((x.get("peak_rss_gib") or 0 for x in arm.train_rows), default=None) or None,
+            "mean_tokens_per_s": _mean([x["tokens_per_s"] for x in arm.train_rows[1:] if x.get("tokens_per_s")]),
+        }
+    if arm.run and arm.run.manifest:
+        stages = arm.run.manifest.get("stages") or {}
+        short = arm.name.split("/")[-1]
+        mine = {k: v.get("wall_s") for k, v in stages.items()
+                if isinstance(v, dict) and short in re.split(r"[:/]", k)}
+        if mine:
+            out["stage_wall_s"] = mine
+    return out
+
+
+# --------------------------------------------------------------------------- plots
+def _figure(w: float, h: float):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=110, layout="constrained")
+    return fig
+
+
+def _colors(n: int) -> list:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return [cmap(i % 10) for i in range(n)]
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", metadata={"Software": None})
+    return path
+
+
+def _plot_pass(arms: list[str], benches: list[str], table1: dict, path: Path) -> Path | None:
+    have = [(b, a) for b in benches for a in arms if (table1.get(a) or {}).get(b)]
+    if not have:
+        return None
+    n_arms = len(arms)
+    group = min(0.8, 0.22 * max(n_arms, 1))
+    width = group / max(n_arms, 1)
+    fig = _figure(max(6.5, 1.0 + len(benches) * (0.55 * n_arms + 0.6)), 4.4)
+    ax = fig.add_subplot()
+    top = 0.0
+    for i, (arm, color) in enumerate(zip(arms, _colors(n_arms))):
+        xs, ys, lo, hi = [], [], [], []
+        for j, b in enumerate(benches):
+            cell = (table1.get(arm) or {}).get(b)
+            if not cell:
+                continue
+            p = 100 * cell["pass@1"]
+            ci = cell.get("ci")
+            xs.append(j - group / 2 + width * (i + 0.5))
+            ys.append(p)
+            lo.append(p - 100 * ci[0] if ci else 0.0)
+            hi.append(100 * ci[1] - p if ci else 0.0)
+            top = max(top, p + (hi[-1] if ci else 0))
+        ax.bar(xs, ys, width * 0.92, yerr=[lo, hi], capsize=3, color=color, label=arm,
+               error_kw={"elinewidth": 1, "ecolor": "#333"})
+        if n_arms * len(benches) <= 24:
+            for x, y, h in zip(xs, ys, hi):
+                ax.text(x, y + h + 1, f"{y:.1f}", ha="center", va="bottom", fontsize=7.5)
+    ax.set_xticks(range(len(benches)), benches)
+    ax.set_xlim(-0.6, len(benches) - 0.4)
+    ax.set_ylabel("pass@1 (%)")
+    if top < 88:
+        ax.set_ylim(0, min(100.0, top + 12))
+    else:  # room for the value labels above 100 %, no tick past it
+        ax.set_ylim(0, 112)
+        ax.set_yticks(range(0, 101, 20))
+    ax.set_title("pass@1 per benchmark (error bars: Wilson 95% CI)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="arm")
+    return _save(fig, path)
+
+
+def _smooth(ys: list[float], w: int) -> list[float]:
+    out, acc = [], 0.0
+    q: list[float] = []
+    for y in ys:
+        q.append(y)
+        acc += y
+        if len(q) > w:
+            acc -= q.pop(0)
+        out.append(acc / len(q))
+    return out
+
+
+def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for r in rows:
+        v = r.get(key)
+        if isinstance(v, (int, float)) and math.isfinite(v) and isinstance(r.get("step"), (int, float)):
+            xs.append(r["step"])
+            ys.append(float(v))
+    return xs, ys
+
+
+def _plot_loss(arms: list[Arm], path: Path) -> Path | None:
+    keys = [k for k in ("token_loss", "structure_loss")
+            if any(_series(a.train_rows, k)[0] or _series(a.val_rows, k)[0] for a in arms)]
+    if not keys:
+        return None
+    fig = _figure(5.2 * len(keys) + 1.6, 4.0)
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    colors = dict(zip([a.name for a in arms], _colors(len(arms))))
+    styles = dict(zip([a.name for a in arms], ["-", "-.", ":", (0, (5, 1))] * len(arms)))
+    markers = dict(zip([a.name for a in arms], ["s", "o", "^", "D", "v", "P"] * len(arms)))
+    titles = {"token_loss": "token loss (cross-entropy)", "structure_loss": "structure loss L_s"}
+    for ax, key in zip(axes, keys):
+        for a in arms:
+            xs, ys = _series(a.train_rows, key)
+            c = colors[a.name]
+            ls = styles[a.name]
+            if xs:
+                if len(xs) > 100:
+                    ax.plot(xs, ys, color=c, alpha=0.25, lw=0.8)
+                    w = max(5, len(xs) // 40)
+                    ax.plot(xs, _smooth(ys, w), color=c, lw=1.8, ls=ls, label=f"{a.name} train ({w}-step mean)")
+                else:
+                    ax.plot(xs, ys, color=c, lw=1.8, ls=ls, marker="o" if len(xs) < 15 else None, ms=3,
+                            label=f"{a.name} train")
+            vx, vy = _series(a.val_rows, key)
+            if vx:
+                ax.plot(vx, vy, color=c, lw=0, marker=markers[a.name], ms=6, mec="black", mew=0.6, label=f"{a.name} val")
+        ax.set_title(titles[key])
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    handles, labels = [], []
+    for ax in axes:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in labels:
+                handles.append(h)
+                labels.append(l)
+    fig.legend(handles, labels, loc="outside right upper", frameon=False, fontsize=8)
+    return _save(fig, path)
+
+
+def _plot_schedule(arms: list[Arm], path: Path) -> Path | None:
+    if not any(_series(a.train_rows, "alpha")[0] or _series(a.train_rows, "beta")[0] for a in arms):
+        return None
+    fig = _figure(12.0, 3.6)
+    axes = fig.subplots(1, 2)
+    colors = _colors(len(arms))
+    styles = ["-", "--", ":", "-."]
+    for ax, key, sym in zip(axes, ("alpha", "beta"), ("α (token loss weight)", "β (structure loss weight)")):
+        for i, a in enumerate(arms):
+            xs, ys = _series(a.train_rows, key)
+            if xs:
+                ax.plot(xs, ys, color=colors[i], ls=styles[i % len(styles)], lw=2.0 - 0.25 * (i % 3), label=a.name)
+        ax.set_title(sym)
+        ax.set_xlabel("optimizer step")
+        if all(0 <= y <= 1 for a in arms for y in _series(a.train_rows, key)[1]):
+            ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    h, l = axes[0].get_legend_handles_labels()
+    if not h:
+        h, l = axes[1].get_legend_handles_labels()
+    fig.legend(h, l, loc="outside right upper", frameon=False, fontsize=8)
+    return _save(fig, path)
+
+
+def _plot_leakage(runs: list[RunInfo], path: Path) -> tuple[Path | None, str | None]:
+    raw = [(r, r.leakage_valid) for r in runs if r.leakage_valid]
+    hists = [(r, ((r.teach_manifest or {}).get("leakage") or {}).get("final") or {}) for r in runs]
+    hists = [(r, h) for r, h in hists if h.get("histogram") and not r.leakage_valid]
+    if not raw and not hists:
+        return None, None
+    fig = _figure(7.5, 3.8)
+    ax = fig.add_subplot()
+    colors = _colors(len(runs))
+    cidx = {id(r): i for i, r in enumerate(runs)}
+    thresholds = set()
+    bins = [i / 20 for i in range(21)]
+    for r, xs in raw:
+        one = len(raw) == 1
+        ax.hist(xs, bins=bins, histtype="stepfilled" if one else "step", lw=1.6, alpha=0.75 if one else 1,
+                color=colors[cidx[id(r)]], label=f"{r.name}: {len(xs)} valid contexts")
+        thr = (((r.teach_manifest or {}).get("config") or {}).get("leakage_threshold")
+               or (((r.teach_manifest or {}).get("leakage") or {}).get("final") or {}).get("threshold"))
+        if thr is not None:
+            thresholds.add(float(thr))
+    for r, h in hists:
+        lefts, counts = [], []
+        for k, v in h["histogram"].items():
+            try:
+                lefts.append(float(str(k).split("-")[0]))
+                counts.append(v)
+            except ValueError:
+                continue
+        wid = (lefts[1] - lefts[0]) if len(lefts) > 1 else 0.1
+        ax.bar(lefts, counts, width=wid, align="edge", alpha=0.6, color=colors[cidx[id(r)]], edgecolor="white",
+               label=f"{r.name}: manifest histogram ({h.get('count', sum(counts))} contexts)")
+        if h.get("threshold") is not None:
+            thresholds.add(float(h["threshold"]))
+    for t in sorted(thresholds):
+        ax.axvline(t, color="#c0392b", ls="--", lw=1.2, label=f"rejection threshold {t:g}")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("leakage score (share of reference-code n-grams in the context)")
+    ax.set_ylabel("contexts")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("teacher context leakage (valid contexts)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    source = "contexts.jsonl (valid rows)" if raw else "teach_manifest.json histogram"
+    return _save(fig, path), source
+
+
+def _plot_ppl(arms: list[Arm], path: Path) -> Path | None:
+    have = [a for a in arms if a.ppl]
+    if not have:
+        return None
+    lo = min(min(a.ppl) for a in have)
+    hi = max(max(a.ppl) for a in have)
+    logx = lo > 0 and hi / lo > 20
+    n_bins = max(8, min(40, int(2 * math.sqrt(max(len(a.ppl) for a in have)))))
+    if logx:
+        bins = [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / n_bins) for i in range(n_bins + 1)]
+    elif hi > lo:
+        bins = [lo + (hi - lo) * i / n_bins for i in range(n_bins + 1)]
+    else:
+        bins = [lo - 0.5, lo + 0.5]
+    fig = _figure(7.5, 3.8)
+    ax = fig.add_subplot()
+    colors = dict(zip([a.name for a in arms], _colors(len(arms))))
+    styles = ["-", "--", "-.", ":"]
+    for i, a in enumerate(have):
+        med = sorted(a.ppl)[len(a.ppl) // 2]  # the convention of results.json (codistill eval)
+        ax.hist(a.ppl, bins=bins, histtype="step", lw=2.0, ls=styles[i % len(styles)], color=colors[a.name],
+                label=f"{a.name} (n={len(a.ppl)}, median {med:.2f})")
+        ax.axvline(med, color=colors[a.name], ls=":", lw=1.2)
+    if logx:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("question-completion perplexity" + (" (log scale)" if logx else ""))
+    ax.set_ylabel("MBPP questions")
+    ax.set_title("question-completion perplexity (dotted: medians)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    return _save(fig, path)
+
+
+def _make_plots(arms: list[Arm], runs: list[RunInfo], benches: list[str], table1: dict, plot_dir: Path,
+                baseline_first: list[str]) -> tuple[dict, dict]:
+    """Returns ({key: {"path", "title", ...}}, {key: reason skipped})."""
+    made: dict[str, dict] = {}
+    skipped: dict[str, str] = {}
+    titles = {"pass_at_1": "pass@1 with Wilson 95% CIs", "loss": "training loss curves",
+              "alpha_beta": "α/β curriculum", "leakage": "teacher context leakage",
+              "perplexity": "question-completion perplexity"}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        for k in titles:
+            skipped[k] = "matplotlib is not installed (pip install 'codistill[metrics]')"
+        return made, skipped
+    trained = [a for a in arms if a.train_rows or a.val_rows]
+    p = _plot_pass(baseline_first, benches, table1, plot_dir / "pass_at_1.png")
+    if p:
+        made["pass_at_1"] = {"path": p}
+    else:
+        skipped["pass_at_1"] = "no pass@1 results"
+    p = _plot_loss(trained, plot_dir / "loss.png") if trained else None
+    if p:
+        made["loss"] = {"path": p}
+    else:
+        skipped["loss"] = "no training log (train/train_log.jsonl) with losses"
+    p = _plot_schedule(trained, plot_dir / "alpha_beta.png") if trained else None
+    if p:
+        made["alpha_beta"] = {"path": p}
+    else:
+        skipped["alpha_beta"] = "no training log with α/β"
+    p, src = _plot_leakage(runs, plot_dir / "leakage.png")
+    if p:
+        made["leakage"] = {"path": p, "source": src}
+    else:
+        skipped["leakage"] = "no teacher contexts (teach/contexts.jsonl) or teach_manifest.json leakage histogram"
+    p = _plot_ppl(arms, plot_dir / "perplexity.png")
+    if p:
+        made["perplexity"] = {"path": p}
+    else:
+        skipped["perplexity"] = "no question-completion perplexities (mbpp-questions rows in tasks.jsonl)"
+    for k, v in made.items():
+        v["title"] = titles[k]
+    return made, skipped
+
+
+# --------------------------------------------------------------------------- formatting
+def _pct(x: float | None, nd: int = 1) -> str:
+    return "–" if x is None else f"{100 * x:.{nd}f}"
+
+
+def _num(x, nd: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def _pval(p: float) -> str:
+    if p >= 0.001:
+        return f"{p:.3f}"
+    return f"{p:.1e}"
+
+
+def _cell_p1(cell: dict | None) -> str:
+    if not cell:
+        return "–"
+    s = _pct(cell["pass@1"])
+    if cell.get("ci"):
+        s += f" [{_pct(cell['ci'][0])}, {_pct(cell['ci'][1])}]"
+    if cell.get("n_tasks") is not None:
+        s += f" n={cell['n_tasks']}"
+    return s
+
+
+@dataclass
+class Block:
+    kind: str  # p | table | img | pre | list | banner | warn
+    text: str = ""
+    headers: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)
+    path: Path | None = None
+    summary: str = ""
+
+
+def _sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict, out: Path) -> list[tuple[str, list[Block]]]:
+    secs: list[tuple[str, list[Block]]] = []
+    benches = rep["benchmarks"]
+    order = rep["arms"]
+    t1 = rep["table1"]
+
+    head: list[Block] = []
+    if rep["smoke"]["is_smoke"]:
+        head.append(Block("banner", SMOKE_TEXT, items=rep["smoke"]["reasons"]))
+    head.append(Block("p", f"Generated {rep['generated']} from: " + ", ".join(rep["inputs"]) + "."))
+    head.append(Block("p", f"Arms: {', '.join(order) or 'none'}. Baseline: **{rep['baseline'] or '–'}**."
+                      + (f" {rep['baseline_note']}" if rep.get("baseline_note") else "")))
+    if rep["warnings"]:
+        head.append(Block("warn", "Check before comparing:", items=rep["warnings"]))
+    secs.append(("", head))
+
+    # Table 1 ------------------------------------------------------------------------------
+    b: list[Block] = []
+    if benches and order:
+        pk_cols = sorted({k for a in order for bch in benches for k in ((t1.get(a) or {}).get(bch) or {}).get("pass@k", {})},
+                         key=lambda k: int(k.split("@")[1]))
+        headers = ["arm"] + benches + [f"{bch} {k}" for bch in benches for k in pk_cols
+                                       if any(k in (((t1.get(a) or {}).get(bch) or {}).get("pass@k") or {}) for a in order)]
+        rows = []
+        for a in order:
+            row = [a] + [_cell_p1((t1.get(a) or {}).get(bch)) for bch in benches]
+            for h in headers[1 + len(benches):]:
+                bch, k = h.rsplit(" ", 1)
+                v = (((t1.get(a) or {}).get(bch) or {}).get("pass@k") or {}).get(k)
+                row.append(_pct(v))
+            rows.append(row)
+        b.append(Block("table", headers=headers, rows=rows))
+        cells = [(a, bch, c) for a in order for bch, c in (t1.get(a) or {}).items() if c and c.get("ci")]
+        multi = [f"{a}/{bch}" for a, bch, c in cells if c.get("ci_basis") == "samples"]
+        where = "every cell here" if multi and len(multi) == len(cells) else ", ".join(multi)
+        b.append(Block("p", "pass@1 in %, [Wilson 95% CI], n = tasks. pass@1 is the mean over tasks of c/n "
+                       "(n samples per task, c of them passing)."
+                       + (f" Where n > 1 ({where}) the Wilson interval counts the samples as independent, so it is "
+                          "narrower than a task-level interval would be." if multi else "")))
+        summ_only = [f"{a}/{bch}" for a in order for bch, c in (t1.get(a) or {}).items()
+                     if c and c.get("source") == "results.json"]
+        if summ_only:
+            b.append(Block("p", "From results.json only (no tasks.jsonl, so no CI and no paired test): "
+                           + ", ".join(summ_only) + "."))
+        diff = [f"{a}/{bch}: tasks.jsonl {_pct(c['pass@1'], 2)} vs results.json {_pct(c['results_json_pass@1'], 2)}"
+                for a in order for bch, c in (t1.get(a) or {}).items() if c and "results_json_pass@1" in c]
+        if diff:
+            b.append(Block("warn", "pass@1 recomputed from tasks.jsonl differs from results.json:", items=diff))
+    else:
+        b.append(Block("p", "No evaluation results found."))
+    if "pass_at_1" in plots:
+        b.append(Block("img", path=plots["pass_at_1"]["path"], text=plots["pass_at_1"]["title"]))
+    secs.append(("Table 1: pass@1 per benchmark", b))
+
+    # significance -------------------------------------------------------------------------
+    b = []
+    sig = rep["significance"]
+    if sig:
+        headers = ["arm", "benchmark", "tasks compared", f"{rep['baseline']} pass@1", "arm pass@1", "Δpass@1 (pp)",
+                   "95% bootstrap CI (pp)", "b: arm only", "c: baseline only", "McNemar exact p", "Holm p"]
+        rows = []
+        for s in sig:
+            extra = ""
+            if s["n_baseline_only"] or s["n_arm_only"]:
+                extra = f" (of {s['n_common'] + s['n_baseline_only']} / {s['n_common'] + s['n_arm_only']})"
+            rows.append([s["arm"], s["benchmark"], f"{s['n_common']}{extra}", _pct(s["baseline_pass@1"]),
+                         _pct(s["arm_pass@1"]),
+                         f"{100 * s['delta']:+.1f}", f"[{100 * s['ci'][0]:+.1f}, {100 * s['ci'][1]:+.1f}]",
+                         str(s["b"]), str(s["c"]), _pval(s["p_value"]), _pval(s["p_holm"])])
+        b.append(Block("table", headers=headers, rows=rows))
+        b.append(Block("p", f"Each arm against **{rep['baseline']}** on the tasks both evaluated (intersection of task ids; "
+                       "\"of X / Y\" gives each side's total where they differ). Δ = arm − baseline in percentage points, "
+                       f"CI from a paired bootstrap over tasks ({rep['n_boot']} resamples). McNemar: exact two-sided binomial "
+                       "test on the discordant tasks b and c. Holm p adjusts for the "
+                       f"{len(sig)} comparisons in this table. A CI that contains 0 / p ≥ 0.05 is no evidence of a difference."
+                       + (" With n > 1 samples per task, McNemar compares each task's first sample (pass/fail) while Δ and "
+                          "its CI use the per-task pass@1 c/n." if any(s["mcnemar_on"] != "pass/fail" for s in sig) else "")))
+    else:
+        b.append(Block("p", "No paired comparison: it needs a baseline and another arm with per-task results "
+                       "(tasks.jsonl) on a shared benchmark."))
+    if rep["significance_notes"]:
+        b.append(Block("list", items=rep["significance_notes"]))
+    secs.append((f"Paired significance against the baseline ({rep['baseline'] or '–'})", b))
+
+    # Table 3 ------------------------------------------------------------------------------
+    b = []
+    t3 = rep["table3"]
+    if any(t3.get(a) for a in order):
+        headers = ["arm"] + [f"{bch} {m}" for bch in benches for m in ("syntax", "dataflow")]
+        rows = []
+        for a in order:
+            row = [a]
+            for bch in benches:
+                c = (t3.get(a) or {}).get(bch)
+                row.append(_num(c["syntax_match"]) + (f" n={c['n_syntax']}" if c and c.get("n_syntax") else "") if c else "–")
+                row.append(_num(c["dataflow_match"]) + (f" n={c['n_dataflow']}" if c and c.get("n_dataflow") else "") if c else "–")
+            rows.append(row)
+        b.append(Block("table", headers=headers, rows=rows))
+        b.append(Block("p", "Average CodeBLEU syntax match (AST subtrees) and dataflow match of each task's first sample "
+                       "against the reference solution; n = tasks averaged (dataflow only where the reference has dataflow)."))
+    else:
+        b.append(Block("p", "No syntax/dataflow match values in the results."))
+    secs.append(("Table 3: CodeBLEU syntax and dataflow match", b))
+
+    # perplexity ---------------------------------------------------------------------------
+    b = []
+    ppl = rep["perplexity"]
+    if any(ppl.get(a) for a in order):
+        rows = []
+        for a in order:
+            q = ppl.get(a)
+            rows.append([a, _num(q["mean"], 2), _num(q["median"], 2), str(q.get("n")),
+                         _pct(q["prefix_fraction"], 0) + "%" if q.get("prefix_fraction") is not None else "–"]
+                        if q else [a, "–", "–", "–", "–"])
+        b.append(Block("table", headers=["arm", "mean", "median", "n", "prefix given"], rows=rows))
+        b.append(Block("p", "Perplexity of the rest of each MBPP test question given its first words (lower = the "
+                       "model's language modelling of problem statements is better preserved)."))
+    else:
+        b.append(Block("p", "No question-completion perplexity in the results."))
+    if "perplexity" in plots:
+        b.append(Block("img", path=plots["perplexity"]["path"], text=plots["perplexity"]["title"]))
+    secs.append(("Question-completion perplexity", b))
+
+    # training -----------------------------------------------------------------------------
+    b = []
+    tr = [(a, rep["provenance"][a.name].get("train")) for a in arms if rep["provenance"].get(a.name, {}).get("train")]
+    if tr:
+        yn = {True: "yes", False: "no", None: "–"}
+        rows = [[a.name, yn.get(t.get("structure_loss"), str(t.get("structure_loss"))), str(t.get("last_step")), _num(t.get("final_token_loss"), 4),
+                 _num(t.get("final_structure_loss"), 4), _num(t.get("mean_tokens_per_s"), 1), _num(t.get("peak_rss_gib"), 2)]
+                for a, t in tr]
+        b.append(Block("table", headers=["arm", "structure loss on", "last step", "final token loss",
+                                         "final structure loss", "train tokens/s", "peak RSS GiB"], rows=rows))
+    for key in ("loss", "alpha_beta"):
+        if key in plots:
+            b.append(Block("img", path=plots[key]["path"], text=plots[key]["title"]))
+    if not b:
+        b.append(Block("p", "No training logs (arms without train/ are evaluated as they are)."))
+    secs.append(("Training", b))
+
+    # teacher / data -----------------------------------------------------------------------
+    b = []
+    for run in runs:
+        tm = run.teach_manifest or {}
+        if tm.get("counts"):
+            c = tm["counts"]
+            items = [f"{k}: {v}" for k, v in c.items() if not isinstance(v, dict)]
+            items += [f"{k}: " + ", ".join(f"{kk} {vv}" for kk, vv in v.items()) for k, v in c.items() if isinstance(v, dict) and v]
+            b.append(Block("p", f"**{run.name}**: teacher contexts (teach_manifest.json counts)"))
+            b.append(Block("list", items=items))
+        lk = ((tm.get("leakage") or {}).get("final")) or {}
+        if lk.get("count"):
+            b.append(Block("p", f"Leakage of final contexts: mean {_num(lk.get('mean'))}, median {_num(lk.get('median'))}, "
+                           f"max {_num(lk.get('max'))}" + (f", threshold {lk['threshold']}, above it {lk.get('above_threshold')}"
+                                                            if lk.get("threshold") is not None else "") + "."))
+        if run.contexts_counts:
+            lv = run.leakage_valid or []
+            b.append(Block("p", f"contexts.jsonl: {run.contexts_counts['rows']} rows, {run.contexts_counts['valid']} valid"
+                           + (f"; leakage of valid contexts: mean {_num(sum(lv) / len(lv))}, median "
+                              f"{_num(statistics.median(lv))}, max {_num(max(lv))}" if lv else "") + "."))
+        dm = run.data_manifest or {}
+        if dm.get("counts"):
+            c = dm["counts"]
+            items = [f"rows: {c.get('rows')}", f"problems: {c.get('problems')}"]
+            if isinstance(c.get("total"), dict):
+                items.append("stages: " + ", ".join(f"{k} {v}" for k, v in c["total"].items()))
+            b.append(Block("p", f"**{run.name}**: training data (data/manifest.json)"))
+            b.append(Block("list", items=items))
+    if "leakage" in plots:
+        b.append(Block("img", path=plots["leakage"]["path"], text=f"{plots['leakage']['title']} (from {plots['leakage']['source']})"))
+    if b:
+        secs.append(("Teacher contexts and training data", b))
+
+    # provenance ---------------------------------------------------------------------------
+    b = []
+    prov = rep["provenance"]
+    cfg_keys = [k for k in PROVENANCE_KEYS if any(k in (prov.get(a) or {}).get("config", {}) for a in order)]
+    if cfg_keys:
+        rows = []
+        for a in order:
+            c = (prov.get(a) or {}).get("config", {})
+            rows.append([a] + [", ".join(map(str, c[k])) if isinstance(c.get(k), list) else _num(c.get(k), 2) if c.get(k) is not None else "–"
+                               for k in cfg_keys])
+        b.append(Block("p", "Eval settings (results.json config):"))
+        b.append(Block("table", headers=["arm"] + cfg_keys, rows=rows))
+    rows = []
+    for a in order:
+        p = prov.get(a) or {}
+        g = p.get("generation") or {}
+        t = p.get("timings_s") or {}
+        stage = p.get("stage_wall_s") or {}
+        rows.append([a, p.get("prompt_mode") or "–", _num(g.get("tokens_per_s"), 1), str(g.get("new_tokens", "–")),
+                     ", ".join(f"{k} {v}" for k, v in t.items()) or "–",
+                     ", ".join(f"{k} {_num(v, 1)}" for k, v in stage.items()) or "–"])
+    if rows:
+        b.append(Block("p", "Generation and wall times (seconds):"))
+        b.append(Block("table", headers=["arm", "prompt mode", "gen tokens/s", "new tokens", "eval timings_s",
+                                         "run stages wall_s"], rows=rows))
+    hashes = sorted({bch for a in order for bch in (prov.get(a) or {}).get("data_hashes", {})})
+    if hashes:
+        rows = [[a] + [((prov.get(a) or {}).get("data_hashes", {}).get(bch) or "–")[:12] for bch in hashes] for a in order]
+        b.append(Block("p", "Benchmark data hashes (first 12 hex digits; equal hashes = same problems):"))
+        b.append(Block("table", headers=["arm"] + hashes, rows=rows))
+    vkeys = sorted({k for a in order for k in (prov.get(a) or {}).get("versions", {})})
+    if vkeys:
+        rows = [[a] + [str((prov.get(a) or {}).get("versions", {}).get(k, "–")) for k in vkeys] for a in order]
+        b.append(Block("p", "Versions:"))
+        b.append(Block("table", headers=["arm"] + vkeys, rows=rows))
+    b.append(Block("p", "Sources: " + "; ".join(f"{a}: {(prov.get(a) or {}).get('source')}" for a in order) + "."))
+    for run in runs:
+        st = (run.manifest or {}).get("stages") or {}
+        if st:
+            rows = [[k, str(v.get("status", "–")), _num(v.get("wall_s"), 1), str(v.get("started") or "–"),
+                     str(v.get("finished") or "–"), str(v.get("key") or "–")[:12]]
+                    for k, v in st.items() if isinstance(v, dict)]
+            b.append(Block("p", f"**{run.name}** stages (run_manifest.json):"))
+            b.append(Block("table", headers=["stage", "status", "wall_s", "started", "finished", "key"], rows=rows))
+        vers = (run.manifest or {}).get("versions")
+        if vers:
+            b.append(Block("p", f"**{run.name}** versions: " + ", ".join(f"{k} {v}" for k, v in vers.items())))
+        if run.recipe_text:
+            b.append(Block("pre", run.recipe_text, summary=f"{run.name}: recipe.yaml (resolved recipe)"))
+    secs.append(("Provenance", b))
+
+    # missing ------------------------------------------------------------------------------
+    b = []
+    if rep["missing"]:
+        b.append(Block("list", items=rep["missing"]))
+    if rep["skipped_plots"]:
+        b.append(Block("p", "Plots not drawn:"))
+        b.append(Block("list", items=[f"{k}: {v}" for k, v in rep["skipped_plots"].items()]))
+    if rep["notes"]:
+        b.append(Block("p", "Notes:"))
+        b.append(Block("list", items=rep["notes"]))
+    if b:
+        secs.append(("Missing inputs and notes", b))
+    return secs
+
+
+def _md_cell(s: str) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def _numeric_col(rows: list[list[str]], i: int) -> bool:
+    vals = [str(r[i]) for r in rows if i < len(r) and str(r[i]) not in ("–", "")]
+    return i > 0 and bool(vals) and all(_NUMERIC.match(v) for v in vals)
+
+
+def _render_md(title: str, secs, out: Path) -> str:
+    lines = [f"# {title}", ""]
+    for name, blocks in secs:
+        if name:
+            lines += [f"## {name}", ""]
+        for bl in blocks:
+            if bl.kind == "banner":
+                lines += [f"> **⚠ {bl.text.upper()}**", ">"] + [f"> - {x}" for x in bl.items] + [""]
+            elif bl.kind == "warn":
+                lines += [f"**{bl.text}**", ""] + [f"- {x}" for x in bl.items] + [""]
+            elif bl.kind == "p":
+                lines += [bl.text, ""]
+            elif bl.kind == "list":
+                lines += [f"- {x}" for x in bl.items] + [""]
+            elif bl.kind == "table":
+                lines.append("| " + " | ".join(_md_cell(h) for h in bl.headers) + " |")
+                lines.append("|" + "|".join("---:" if _numeric_col(bl.rows, i) else "---" for i in range(len(bl.headers))) + "|")
+                lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in bl.rows]
+                lines.append("")
+            elif bl.kind == "img":
+                lines += [f"![{bl.text}]({_rel(bl.path, out)})", ""]
+            elif bl.kind == "pre":
+                lines += [f"<details><summary>{_html.escape(bl.summary)}</summary>", "", "```yaml", bl.text.rstrip("\n"),
+                          "```", "", "</details>", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1d2228;
+ max-width:1180px;margin:24px auto;padding:0 20px;line-height:1.45;font-size:15px}
+h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #dde1e6;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.6em 0 .4em;font-size:13.5px;display:block;overflow-x:auto;max-width:100%}
+th,td{border:1px solid #d5dae0;padding:4px 9px;vertical-align:top}
+th{background:#eef1f5;text-align:center;font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tr:nth-child(even) td{background:#f8f9fb}
+td:first-child{font-weight:600;white-space:nowrap}
+.banner{background:#fdecea;border:2px solid #c0392b;color:#7b1d12;padding:12px 16px;border-radius:6px;margin:1em 0}
+.banner strong{font-size:1.25em;letter-spacing:.02em}
+.warn{background:#fff7e0;border-left:4px solid #e0a800;padding:8px 14px;margin:1em 0}
+.note{color:#4a5560;font-size:13.5px}
+img{max-width:100%;border:1px solid #e3e6ea;margin:.5em 0}
+figure{margin:.8em 0}figcaption{color:#4a5560;font-size:13px}
+details{margin:.6em 0}summary{cursor:pointer;font-weight:600}
+pre{background:#f4f6f8;padding:10px;overflow-x:auto;font-size:12.5px}
+ul{margin:.3em 0 .8em}
+"""
+
+_NUMERIC = re.compile(r"^[\s+\-–−]?[\d.]")
+
+
+def _inline(s: str) -> str:
+    esc = _html.escape(str(s))
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", esc)
+
+
+def _render_html(title: str, secs) -> str:
+    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
+             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+             f"<title>{_html.escape(title)}</title><style>{CSS}</style></head><body>",
+             f"<h1>{_html.escape(title)}</h1>"]
+    for name, blocks in secs:
+        if name:
+            parts.append(f"<h2>{_html.escape(name)}</h2>")
+        for bl in blocks:
+            if bl.kind == "banner":
+                parts.append(f"<div class=\"banner\"><strong>⚠ {_html.escape(bl.text)}</strong><ul>"
+                             + "".join(f"<li>{_html.escape(x)}</li>" for x in bl.items) + "</ul></div>")
+            elif bl.kind == "warn":
+                parts.append(f"<div class=\"warn\"><strong>{_html.escape(bl.text)}</strong><ul>"
+                             + "".join(f"<li>{_html.escape(x)}</li>" for x in bl.items) + "</ul></div>")
+            elif bl.kind == "p":
+                parts.append(f"<p class=\"note\">{_inline(bl.text)}</p>")
+            elif bl.kind == "list":
+                parts.append("<ul class=\"note\">" + "".join(f"<li>{_inline(x)}</li>" for x in bl.items) + "</ul>")
+            elif bl.kind == "table":
+                head = "".join(f"<th>{_html.escape(h)}</th>" for h in bl.headers)
+                body = "".join("<tr>" + "".join(
+                    f"<td class=\"num\">{_html.escape(c)}</td>" if i and _NUMERIC.match(str(c)) else f"<td>{_html.escape(c)}</td>"
+                    for i, c in enumerate(r)) + "</tr>" for r in bl.rows)
+                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            elif bl.kind == "img":
+                data = base64.b64encode(Path(bl.path).read_bytes()).decode("ascii")
+                parts.append(f"<figure><img alt=\"{_html.escape(bl.text)}\" src=\"data:image/png;base64,{data}\">"
+                             f"<figcaption>{_html.escape(bl.text)}</figcaption></figure>")
+            elif bl.kind == "pre":
+                parts.append(f"<details><summary>{_html.escape(bl.summary)}</summary><pre>{_html.escape(bl.text)}</pre></details>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _jsonable(x):
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+# --------------------------------------------------------------------------- entry point
+def write_report(run_dirs, out=None, baseline: str = "base", title: str | None = None, *,
+                 plots: bool = True, n_boot: int = 10000, seed: int = 0) -> dict:
+    """Write ``report.md``, ``report.html``, ``report.json`` and ``plots/*.png`` for the arms of ``run_dirs``.
+
+    Args:
+        run_dirs: recipe run dirs, arm dirs or eval run dirs (a str/Path or a list of them); an
+            entry ``LABEL=DIR`` names the arm (eval run) or prefixes the arms (recipe run) with LABEL.
+        out: output folder (default: the first run dir).
+        baseline: arm the others are compared with (default ``base``; if absent, the first arm).
+        title: report title.
+        plots: draw the PNG plots (needs matplotlib; skipped with a note when it is missing).
+        n_boot, seed: paired bootstrap resamples and seed.
+
+    Returns:
+        The report as a dict (also written as ``report.json``): ``arms``, ``baseline``, ``benchmarks``,
+        ``table1`` (arm -> benchmark -> pass@1 cell), ``table3``, ``perplexity``, ``significance``
+        (list of paired comparisons), ``smoke``, ``warnings``, ``missing``, ``notes``, ``provenance``,
+        ``plots`` / ``skipped_plots`` and ``files``.
+    """
+    if isinstance(run_dirs, (str, Path)):
+        run_dirs = [run_dirs]
+    run_dirs = list(run_dirs)
+    if not run_dirs:
+        raise ValueError("give at least one run directory")
+    arms, runs = discover_arms(run_dirs)
+    out_dir = Path(out) if out is not None else _split_spec(run_dirs[0])[1]
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    evaluated = [a for a in arms if a.has_eval]
+    base_arm = next((a for a in evaluated if a.name == baseline), None)
+    baseline_note = None
+    if base_arm is None and evaluated:
+        base_arm = evaluated[0]
+        baseline_note = (f"No arm named '{baseline}' with results; the first arm, '{base_arm.name}', is the baseline "
+                         "(choose with --baseline).")
+    order = ([base_arm] if base_arm else []) + [a for a in evaluated if a is not base_arm]
+    names = [a.name for a in order]
+
+    benches: list[str] = []
+    for a in order:
+        for bch in a.benchmarks():
+            if bch not in benches:
+                benches.append(bch)
+
+    table1 = {a.name: {bch: c for bch in benches if (c := _pass_cell(a, bch))} for a in order}
+    table3 = {a.name: {bch: c for bch in benches if (c := _structure_cell(a, bch))} for a in order}
+    ppl = {a.name: _perplexity(a) for a in order}
+    sig, sig_notes = _significance(order, base_arm, benches, n_boot, seed) if base_arm else ([], [])
+    smoke = _smoke(arms, runs, table1)
+
+    missing: list[str] = []
+    notes: list[str] = []
+    for run in runs:
+        if run.missing:
+            missing.append(f"{run.name}: " + ", ".join(run.missing))
+        notes += [f"{run.name}: {n}" for n in run.notes]
+    for a in arms:
+        if not a.has_eval:
+            missing.append(f"{a.name}: no evaluation results ({', '.join(a.missing) or 'results.json'}); left out of the tables")
+        elif a.missing:
+            missing.append(f"{a.name}: " + ", ".join(a.missing))
+        notes += [f"{a.name}: {n}" for n in a.notes]
+
+    inputs = [str(s) for s in run_dirs]
+    title = title or ("codistill report: " + ", ".join(_split_spec(s)[1].name or str(s) for s in run_dirs))
+    rep: dict[str, Any] = {
+        "title": title,
+        "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "inputs": inputs, "arms": names, "baseline": base_arm.name if base_arm else None,
+        "baseline_note": baseline_note, "benchmarks": benches,
+        "smoke": {"is_smoke": bool(smoke), "reasons": smoke, "text": SMOKE_TEXT if smoke else None},
+        "warnings": _consistency(order, benches),
+        "table1": table1, "table3": table3, "perplexity": ppl,
+        "significance": sig, "significance_notes": sig_notes, "n_boot": n_boot,
+        "provenance": {a.name: _provenance(a) for a in arms},
+        "runs": {r.name: {"path": str(r.path), "stages": (r.manifest or {}).get("stages"),
+                          "teach_counts": (r.teach_manifest or {}).get("counts"),
+                          "data_counts": (r.data_manifest or {}).get("counts"),
+                          "leakage_valid": ({"n": len(r.leakage_valid), "mean": _mean(r.leakage_valid),
+                                             "median": statistics.median(r.leakage_valid), "max": max(r.leakage_valid)}
+                                            if r.leakage_valid else None)} for r in runs},
+        "missing": missing, "notes": notes,
+    }
+
+    if plots:
+        made, skipped = _make_plots(arms, runs, benches, table1, out_dir / "plots", names)
+    else:
+        made, skipped = {}, {"all": "plots=False"}
+    rep["plots"] = {k: {**v, "path": _rel(Path(v["path"]), out_dir)} for k, v in made.items()}
+    rep["skipped_plots"] = skipped
+
+    secs = _sections(rep, arms, runs, made, out_dir)
+    from codistill.store import atomic_write_json, atomic_write_text
+
+    files = {"markdown": out_dir / "report.md", "html": out_dir / "report.html", "json": out_dir / "report.json"}
+    rep["files"] = {k: str(v) for k, v in files.items()}
+    atomic_write_text(files["markdown"], _render_md(title, secs, out_dir))
+    atomic_write_text(files["html"], _render_html(title, secs))
+    rep = _jsonable(rep)
+    atomic_write_json(files["json"], rep)
+    return rep
+
+
+def print_report(rep: dict, console=None) -> None:
+    """Table 1 (pass@1 with Wilson CIs) and the paired significance table, in the terminal."""
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape as esc
+    from rich.panel import Panel
+    from rich.table import Table
+
+    console = console or Console()
+    if rep["smoke"]["is_smoke"]:
+        console.print(Panel("[bold]" + SMOKE_TEXT + "[/]\n" + "\n".join(f"• {esc(r)}" for r in rep["smoke"]["reasons"]),
+                            style="bold red", expand=False))
+    if rep.get("baseline_note"):
+        console.print(f"[yellow]{esc(rep['baseline_note'])}[/]")
+    for w in rep.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {esc(w)}")
+    t = Table(title=esc("pass@1 % [Wilson 95% CI] n=tasks"), box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    t.add_column("arm", no_wrap=True)
+    for b in rep["benchmarks"]:
+        t.add_column(esc(b), justify="right")
+    for a in rep["arms"]:
+        t.add_row(esc(a), *[esc(_cell_p1((rep["table1"].get(a) or {}).get(b))) for b in rep["benchmarks"]])
+    console.print(t)
+    if rep["significance"]:
+        s = Table(title=f"paired vs {esc(str(rep['baseline']))} on the same tasks", box=box.SIMPLE_HEAD,
+                  pad_edge=False, show_edge=False,
+                  caption=esc("Δ: arm − baseline pass@1 in percentage points [paired bootstrap 95% CI]; "
+                              "b / c: tasks only the arm / only the baseline passes; p: exact McNemar; "
+                              "Holm: p adjusted for all rows"), caption_justify="left")
+        for col in ("arm", "benchmark", "tasks", esc("Δ pp [95% CI]"), "b", "c", "p", "Holm"):
+            s.add_column(col, justify="left" if col in ("arm", "benchmark") else "right", no_wrap=True)
+        for r in rep["significance"]:
+            style = "green" if r["p_holm"] < 0.05 and r["delta"] > 0 else ("red" if r["p_holm"] < 0.05 else None)
+            s.add_row(esc(r["arm"]), esc(r["benchmark"]), str(r["n_common"]),
+                      esc(f"{100 * r['delta']:+.1f} [{100 * r['ci'][0]:+.1f}, {100 * r['ci'][1]:+.1f}]"), str(r["b"]),
+                      str(r["c"]), _pval(r["p_value"]), _pval(r["p_holm"]), style=style)
+        console.print(s)
+    for n in rep.get("significance_notes", []):
+        console.print(f"[dim]{esc(n)}[/]")
+    ppl = {a: q for a, q in rep["perplexity"].items() if q}
+    if ppl:
+        console.print("question-completion perplexity: " + esc("; ".join(
+            f"{a} mean {q['mean']:.2f} median {q['median']:.2f} (n={q['n']})" for a, q in ppl.items())))
+    if rep["missing"]:
+        console.print(f"[dim]missing inputs: {len(rep['missing'])} (listed in the report)[/]")
+    if rep["skipped_plots"]:
+        console.print("[dim]plots not drawn: " + ", ".join(rep["skipped_plots"]) + "[/]")
+    console.print("wrote " + esc(", ".join(rep["files"].values())) + (f" and {len(rep['plots'])} plot(s) under "
+                  f"{Path(rep['files']['html']).parent / 'plots'}" if rep["plots"] else ""))

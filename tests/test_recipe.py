@@ -1,0 +1,110 @@
+"""`codistill run`: a whole recipe on tiny pieces (canned teacher, tiny random student), resume and
+re-run of only what a change touches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_teacher import server  # noqa: F401  (the canned OpenAI-compatible teacher fixture)
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+
+def _recipe(tmp_path: Path, student: Path, teacher_url: str) -> Path:
+    recipe = {
+        "name": "tiny", "smoke": True,
+        "data": {"sources": [{"name": "mbpp:train", "limit": 4, "max_problems": 3}], "tokenizer": "whitespace",
+                 "decontam": {"enabled": False}},
+        "teach": {"mode": "explain", "teacher": {"base_url": teacher_url, "concurrency": 2, "max_retries": 1},
+                  "sampling": {"seed": 100, "max_new_tokens": 200}},
+        "train": {"model": str(student), "max_steps": 2, "batch_size": 2, "num_threads": 1,
+                  "data": {"max_length": 256}, "structure": {"encoder": "self"},
+                  "logging": {"tensorboard": False, "progress": False}},
+        "eval": {"backend": "hf", "benchmarks": ["humaneval"], "limit": 2, "max_new_tokens": 8,
+                 "prompt_mode": "completion", "perplexity": False, "token_nll": False,
+                 "backend_options": {"num_threads": 1}},
+        "arms": {"base": {"base": True}, "cd": {"train": {"structure": {"enabled": False}}},
+                 "cd_sa": {"train": {"structure": {"enabled": True}}}},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _stamps(run: Path) -> dict:
+    m = json.loads((run / "run_manifest.json").read_text())
+    return {k: (v.get("status"), v.get("finished")) for k, v in m["stages"].items()}
+
+
+def test_recipe_runs_every_stage_then_skips_then_reruns_only_what_changed(tmp_path, tiny_llama_dir, server):  # noqa: F811
+    from codistill.recipe import load_recipe, run_recipe
+
+    path = _recipe(tmp_path, tiny_llama_dir, server.url)
+    run = tmp_path / "run"
+    out = run_recipe(load_recipe(path), out_dir=run)
+    stages = _stamps(run)
+    assert {k for k, (s, _) in stages.items() if s == "complete"} >= {
+        "data", "teach", "train:cd", "train:cd_sa", "eval:base", "eval:cd", "eval:cd_sa", "report"}
+    assert (run / "arms" / "cd" / "train" / "adapter" / "adapter_config.json").is_file()
+    assert "train:base" not in stages
+    for arm in ("base", "cd", "cd_sa"):
+        res = json.loads((run / "arms" / arm / "eval" / "results.json").read_text())
+        assert res["benchmarks"]["humaneval"]["tasks"] == 2
+        assert res["config"]["adapter"] == (None if arm == "base" else str(run / "arms" / arm / "train" / "adapter"))
+    cd_log = [json.loads(x) for x in (run / "arms" / "cd" / "train" / "train_log.jsonl").read_text().splitlines()]
+    sa_log = [json.loads(x) for x in (run / "arms" / "cd_sa" / "train" / "train_log.jsonl").read_text().splitlines()]
+    assert all(r["structure_loss"] is None for r in cd_log) and all(r["structure_loss"] is not None for r in sa_log)
+    assert (run / "report.md").is_file() and (run / "report.html").is_file() and (run / "recipe.yaml").is_file()
+    assert out["manifest"]["smoke"] is True
+    teacher_calls = len(server.requests)
+    assert teacher_calls >= 3
+
+    # the same recipe again: every stage is skipped (the report is always rebuilt)
+    run_recipe(load_recipe(path), out_dir=run)
+    again = _stamps(run)
+    assert {k: v for k, v in again.items() if k != "report"} == {k: v for k, v in stages.items() if k != "report"}
+    assert len(server.requests) == teacher_calls
+
+    # change one arm's training: only that arm's train and eval run again; the old folder is kept aside
+    raw = yaml.safe_load(path.read_text())
+    raw["arms"]["cd_sa"]["train"]["optim"] = {"lr": 1e-3}
+    path.write_text(yaml.safe_dump(raw))
+    run_recipe(load_recipe(path), out_dir=run)
+    third = _stamps(run)
+    changed = {k for k in third if k != "report" and third[k] != stages.get(k)}
+    assert changed == {"train:cd_sa", "eval:cd_sa"}
+    assert len(server.requests) == teacher_calls
+    assert [p.name.split("-")[0] for p in (run / ".stale").iterdir()] == ["arms__cd_sa__train", "arms__cd_sa__eval"] or \
+        sorted(p.name.rsplit("-", 1)[0] for p in (run / ".stale").iterdir()) == ["arms__cd_sa__eval", "arms__cd_sa__train"]
+
+
+def test_recipe_errors_name_the_section(tmp_path):
+    from codistill.recipe import load_recipe
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"data": {"sources": [{"name": "codeio"}]}, "teach": {},
+                                    "train": {"lora": {"rank": 8}}, "arms": {"cd": {}}}))
+    with pytest.raises(ValueError, match=r"(?s)arms\.cd\.train.*rank"):
+        load_recipe(path)
+    path.write_text(yaml.safe_dump({"data": {"sources": []}, "teach": {}, "arms": {"base": {"base": True}}}))
+    with pytest.raises(ValueError, match="section data"):
+        load_recipe(path)
+    path.write_text(yaml.safe_dump({"data": {"sources": [{"name": "codeio"}]}, "teach": {},
+                                    "arms": {"bad/name": {"base": True}}}))
+    with pytest.raises(ValueError, match="arm name"):
+        load_recipe(path)
+    with pytest.raises(FileNotFoundError, match="packaged recipes"):
+        load_recipe("no-such-recipe")
+
+
+@pytest.mark.parametrize("name", ["demo", "paper-small", "gpu-vllm"])
+def test_packaged_recipes_are_valid(name):
+    from codistill.recipe import load_recipe
+
+    r = load_recipe(name)
+    assert "base" in r.arms and any(not a.base for a in r.arms.values())
