@@ -79,8 +79,23 @@ def test_recipe_runs_every_stage_then_skips_then_reruns_only_what_changed(tmp_pa
     changed = {k for k in third if k != "report" and third[k] != stages.get(k)}
     assert changed == {"train:cd_sa", "eval:cd_sa"}
     assert len(server.requests) == teacher_calls
-    assert [p.name.split("-")[0] for p in (run / ".stale").iterdir()] == ["arms__cd_sa__train", "arms__cd_sa__eval"] or \
-        sorted(p.name.rsplit("-", 1)[0] for p in (run / ".stale").iterdir()) == ["arms__cd_sa__eval", "arms__cd_sa__train"]
+    assert sorted(p.name.rsplit("-", 1)[0] for p in (run / ".stale").iterdir()) == ["arms__cd_sa__eval",
+                                                                                    "arms__cd_sa__train"]
+
+    # more benchmarks for one arm: its eval runs again but keeps the generations it has
+    gens = (run / "arms" / "base" / "eval" / "generations.jsonl").read_text().splitlines()
+    run_recipe(load_recipe(path, sets=["eval.benchmarks=[humaneval, humaneval+]"]), out_dir=run, arms=["base"])
+    res = json.loads((run / "arms" / "base" / "eval" / "results.json").read_text())
+    assert set(res["benchmarks"]) == {"humaneval", "humaneval+"}
+    assert (run / "arms" / "base" / "eval" / "generations.jsonl").read_text().splitlines() == gens
+    assert len(list((run / ".stale").iterdir())) == 2
+
+    # --only train: the arms' training runs (and is skipped when done), no eval is started
+    run2 = tmp_path / "run2"
+    out = run_recipe(load_recipe(path), out_dir=run2, only=["data", "teach", "train"])
+    st = _stamps(run2)
+    assert st["train:cd"][0] == "complete" and st["train:cd_sa"][0] == "complete"
+    assert not any(k.startswith("eval:") for k in st)
 
 
 def test_recipe_errors_name_the_section(tmp_path):
@@ -108,3 +123,19 @@ def test_packaged_recipes_are_valid(name):
 
     r = load_recipe(name)
     assert "base" in r.arms and any(not a.base for a in r.arms.values())
+
+
+def test_set_overrides_and_their_errors():
+    from codistill.recipe import apply_sets, load_recipe
+
+    raw = {"train": {"model": "m", "optim": {"lr": 1.0}}}
+    out = apply_sets(raw, ["train.optim.lr=5e-5", "train.num_threads=1", "eval.benchmarks=[humaneval, mbpp]"])
+    assert out == {"train": {"model": "m", "optim": {"lr": 5e-5}, "num_threads": 1},
+                   "eval": {"benchmarks": ["humaneval", "mbpp"]}}
+    assert raw["train"]["optim"]["lr"] == 1.0  # the input is not changed
+    with pytest.raises(ValueError, match="KEY.PATH=VALUE"):
+        apply_sets(raw, ["train.lr"])
+    with pytest.raises(ValueError, match="not a mapping"):
+        apply_sets(raw, ["train.model.x=1"])
+    r = load_recipe("paper-small", sets=["train.num_threads=1", "eval.benchmarks=[humaneval]"])
+    assert r.train["num_threads"] == 1 and r.eval["benchmarks"] == ["humaneval"]

@@ -90,7 +90,7 @@ def cmd_run(args) -> int:
     from codistill.recipe import load_recipe, run_recipe
 
     console = Console()
-    recipe = load_recipe(args.recipe, data_dir=args.data_dir)
+    recipe = load_recipe(args.recipe, sets=args.set, data_dir=args.data_dir)
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
     out = run_recipe(recipe, out_dir=args.out, only=only, arms=arms, console=console)
@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default=None, help="comma list of stages to run (data,teach,train,eval,report); "
                    "a stage that is needed but left out stops the run there")
     p.add_argument("--arms", default=None, help="comma list of arms (default: all of the recipe's)")
+    p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                   help="override a recipe value, e.g. --set train.num_threads=1 --set 'eval.benchmarks=[humaneval]'")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("benchmarks", help="list the benchmarks and problem sources codistill can load")

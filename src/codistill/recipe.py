@@ -119,8 +119,9 @@ def recipe_path(spec: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"recipe {spec!r} not found: give a YAML file or one of the packaged recipes {known}")
 
 
-def load_recipe(spec: str | os.PathLike, **overrides) -> Recipe:
-    """Read a recipe (file or packaged name) and check every stage section against its config model."""
+def load_recipe(spec: str | os.PathLike, sets: list[str] | None = None, **overrides) -> Recipe:
+    """Read a recipe (file or packaged name) and check every stage section against its config model.
+    ``sets``: dotted overrides (see :func:`apply_sets`); ``overrides``: top-level fields."""
     import yaml
 
     path = recipe_path(spec)
@@ -131,6 +132,8 @@ def load_recipe(spec: str | os.PathLike, **overrides) -> Recipe:
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a recipe is a mapping with data, teach, train, eval and arms sections")
     raw.update({k: v for k, v in overrides.items() if v is not None})
+    if sets:
+        raw = apply_sets(raw, sets)
     try:
         recipe = Recipe.model_validate(raw)
     except Exception as e:
@@ -157,6 +160,32 @@ def _check_sections(recipe: Recipe, where: Path | str) -> None:
             model.model_validate(data)
         except Exception as e:
             raise ValueError(f"{where}: section {section}: {e}") from e
+
+
+def apply_sets(raw: dict, sets: list[str]) -> dict:
+    """``["train.num_threads=1", "eval.benchmarks=[humaneval]"]`` → ``raw`` with those values
+    (YAML-parsed) set at the dotted paths; intermediate mappings are created."""
+    import yaml
+
+    raw = copy.deepcopy(raw)
+    for item in sets:
+        path, sep, value = item.partition("=")
+        if not sep or not path:
+            raise ValueError(f"--set {item!r}: write KEY.PATH=VALUE, e.g. train.num_threads=1")
+        node = raw
+        keys = path.split(".")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {item!r}: {k} is not a mapping in the recipe")
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML 1.1 reads 5e-5 (no dot) as a string
+            try:
+                parsed = float(parsed) if parsed.strip().lower() not in ("nan", "inf", "-inf", "infinity") else parsed
+            except ValueError:
+                pass
+        node[keys[-1]] = parsed
+    return raw
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -238,9 +267,19 @@ class _Manifest:
         return self.data["stages"].get(stage, {})
 
     def set(self, stage: str, **fields) -> None:
-        self.data["stages"][stage] = {**self.data["stages"].get(stage, {}), **fields}
-        self.data["updated"] = _now()
-        atomic_write_json(self.path, self.data)
+        """Update one stage's record: read-modify-write under a lock, so two runners working on
+        different arms of one run directory (e.g. one per core) do not lose each other's updates."""
+        import fcntl
+
+        with open(self.path.with_name(".run_manifest.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.path.exists():
+                disk = json.loads(self.path.read_text())
+                self.data["stages"] = {**disk.get("stages", {}), **{k: v for k, v in self.data["stages"].items()
+                                                                     if k == stage}}
+            self.data["stages"][stage] = {**self.data["stages"].get(stage, {}), **fields}
+            self.data["updated"] = _now()
+            atomic_write_json(self.path, self.data)
 
 
 def _versions() -> dict:
@@ -281,8 +320,10 @@ class _Runner:
     def _wanted(self, stage: str) -> bool:
         return self.only is None or stage in self.only
 
-    def _stage(self, name: str, key: str, folder: Path, fn, output_hash) -> str:
-        """Run ``fn`` unless the stage is complete with this key; returns the stage's output hash."""
+    def _stage(self, name: str, key: str, folder: Path, fn, output_hash, compat: str | None = None) -> str:
+        """Run ``fn`` unless the stage is complete with this key; returns the stage's output hash.
+        ``compat``: a second key; when only ``key`` changed but ``compat`` did not, the stage's
+        folder is kept and the stage itself reuses what it can (eval: more benchmarks)."""
         rec = self.manifest.get(name)
         if rec.get("status") == "complete" and rec.get("key") == key:
             try:
@@ -293,18 +334,20 @@ class _Runner:
                 self.console.print(f"[dim]✓ {name}: complete (key {key[:10]}), skipped[/]")
                 return current
             self.console.print(f"[yellow]{name}: output changed or missing since it completed: running it again[/]")
-        elif rec.get("key") and rec.get("key") != key:
+        elif rec.get("key") and rec.get("key") != key and not (compat and rec.get("compat") == compat):
             _set_aside(self.run, folder, "its inputs or settings changed")
         if not self._wanted(name.split(":")[0]):
             raise _NotRun(name)
         self.console.rule(f"[bold]{name}")
         started = _now()
-        self.manifest.set(name, key=key, status="running", started=started)
+        self.manifest.set(name, key=key, compat=compat, status="running", started=started)
         t0 = time.perf_counter()
         try:
             info = fn() or {}
         except BaseException as e:
-            self.manifest.set(name, status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+            status = ("interrupted" if isinstance(e, KeyboardInterrupt) else
+                      "paused" if isinstance(e, _Paused) else "failed")
+            self.manifest.set(name, status=status,
                               error=f"{type(e).__name__}: {e}"[:500], wall_s=round(time.perf_counter() - t0, 1))
             raise
         out_hash = output_hash()
@@ -388,15 +431,17 @@ class _Runner:
         folder = self.run / "arms" / arm / "eval"
         adapter = None if spec.base else str(self.run / "arms" / arm / "train" / "adapter")
         cfg = EvalConfig.model_validate(_eval_dict(self.recipe, spec, adapter))
-        keyed = cfg.model_dump(exclude={"adapter", "workers", "batch_size", "data_dir"})
+        keyed = cfg.model_dump(exclude={"adapter", "workers", "batch_size", "data_dir", "backend_options"})
         key = _hash(["eval", keyed, adapter_hash])
+        # run_eval keeps the generations of a run whose benchmarks or limit change
+        compat = _hash(["eval", {k: v for k, v in keyed.items() if k not in ("benchmarks", "limit")}, adapter_hash])
 
         def go():
             res = run_eval(cfg, folder, progress=True)
             return {b: {"pass@1": v.get("pass@1"), "n": v.get("n_tasks", v.get("tasks"))}
                     for b, v in res.get("benchmarks", {}).items()}
 
-        return self._stage(f"eval:{arm}", key, folder, go, lambda: _file_hash(folder / "results.json"))
+        return self._stage(f"eval:{arm}", key, folder, go, lambda: _file_hash(folder / "results.json"), compat=compat)
 
     def report(self) -> dict | None:
         if not self._wanted("report"):
@@ -448,13 +493,19 @@ def run_recipe(recipe: Recipe | str | os.PathLike, out_dir: str | os.PathLike | 
         teach_hash = runner.teach(data_hash) if any(not recipe.arms[a].base for a in runner.arms) else None
         for arm in runner.arms:
             spec = recipe.arms[arm]
-            adapter_hash = None if spec.base else runner.train(arm, teach_hash)
-            runner.eval(arm, adapter_hash)
+            try:
+                adapter_hash = None if spec.base else runner.train(arm, teach_hash)
+                runner.eval(arm, adapter_hash)
+            except _NotRun as e:  # this arm stops here; the others go on
+                if not runner._wanted(str(e).split(":")[0]):
+                    console.print(f"[dim]{e}: left out by --only[/]")
+                else:
+                    raise
+            except _Paused as e:
+                console.print(f"[yellow]{e}; run the same command again to continue[/]")
+                out.setdefault("paused", []).append(str(e))
     except _NotRun as e:
         console.print(f"[yellow]stopped before {e}: it is not complete and --only leaves it out[/]")
-    except _Paused as e:
-        console.print(f"[yellow]{e}; run the same command again to continue[/]")
-        out["paused"] = str(e)
     out["report"] = runner.report()
     out["manifest"] = runner.manifest.data
     out["wall_s"] = round(time.perf_counter() - t0, 1)
