@@ -64,6 +64,7 @@ def cmd_demo(args) -> int:
     from codistill.recipe import load_recipe, run_recipe
 
     console = Console()
+    _log_to_console(console)
     console.print("[bold]codistill demo[/]: the whole loop (data → teach → train → eval → report) on the packaged "
                   "small models. [bold yellow]A smoke run: its numbers are not a result.[/] "
                   "(`codistill demo --references` judges the benchmarks' reference solutions instead.)")
@@ -84,12 +85,25 @@ def _print_run_end(console, out: dict) -> None:
                   f"and {run / 'report.md'}")
 
 
+def _log_to_console(console) -> None:
+    """Stage progress lines (teach, data, train log through `logging`) shown with rich."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    root = logging.getLogger()
+    if not any(isinstance(h, RichHandler) for h in root.handlers):
+        root.addHandler(RichHandler(console=console, show_path=False, markup=False))
+    logging.getLogger("codistill").setLevel(logging.INFO)
+
+
 def cmd_run(args) -> int:
     from rich.console import Console
 
     from codistill.recipe import load_recipe, run_recipe
 
     console = Console()
+    _log_to_console(console)
     recipe = load_recipe(args.recipe, sets=args.set, data_dir=args.data_dir)
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     arms = [a.strip() for a in args.arms.split(",")] if args.arms else None

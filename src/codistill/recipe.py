@@ -393,7 +393,7 @@ class _Runner:
 
                 self.console.print(f"starting the local teacher ({r.serve.model}, {r.serve.n_parallel} slots)")
                 with start_server(r.serve.model, n_parallel=r.serve.n_parallel, ctx=r.serve.ctx,
-                                  threads=r.serve.threads) as srv:
+                                  threads=r.serve.threads, quiet=True) as srv:
                     m = teach(cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"base_url": srv.base_url})}))
             c = m.get("counts", {})
             if not c.get("train_rows"):
@@ -438,7 +438,7 @@ class _Runner:
 
         def go():
             res = run_eval(cfg, folder, progress=True)
-            return {b: {"pass@1": v.get("pass@1"), "n": v.get("n_tasks", v.get("tasks"))}
+            return {b: {"pass@1": (v.get("pass@k") or {}).get("pass@1"), "tasks": v.get("tasks")}
                     for b, v in res.get("benchmarks", {}).items()}
 
         return self._stage(f"eval:{arm}", key, folder, go, lambda: _file_hash(folder / "results.json"), compat=compat)

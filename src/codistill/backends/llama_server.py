@@ -44,7 +44,7 @@ class LlamaServerGenerator(OpenAIGenerator):
 
     def __init__(self, model: str, adapter: str | None = None, n_parallel: int = 8, ctx: int = 2048,
                  threads: int | None = None, prompt_mode: str = "auto", system_prompt: str | None = None,
-                 timeout: float = 1800.0, **_ignored):
+                 timeout: float = 1800.0, quiet: bool = True, **_ignored):
         from codistill.teacher.server import start_server
 
         gguf = model_gguf(model)
@@ -53,7 +53,8 @@ class LlamaServerGenerator(OpenAIGenerator):
             from codistill.backends.lora_gguf import cached_adapter_gguf
 
             lora = [cached_adapter_gguf(adapter, gguf)]
-        self.server = start_server(str(gguf), n_parallel=n_parallel, ctx=ctx, threads=threads, lora=lora)
+        self.server = start_server(str(gguf), n_parallel=n_parallel, ctx=ctx, threads=threads, lora=lora,
+                                   quiet=quiet)
         self.adapter_gguf = str(lora[0]) if lora else None
         super().__init__(base_url=self.server.base_url, model=str(gguf), api_key_env=None,
                          prompt_mode=prompt_mode, system_prompt=system_prompt, concurrency=n_parallel,

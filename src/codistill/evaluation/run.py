@@ -233,7 +233,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     # perplexity -------------------------------------------------------------------------
     # scoring needs the model's logits: a server backend hands over to transformers on the same
     # weights (the HF folder is the GGUF de-quantized), after its server is stopped
-    scorer = gen if hasattr(gen, "model") else None
+    scorer = gen if hasattr(gen, "score") and hasattr(gen, "tokenizer") else None  # a transformers backend
     if scorer is None and (cfg.perplexity or cfg.token_nll) and backend in ("llama-server", "llamacpp-server", "llamacpp"):
         gen.close()
         scorer = make_generator("hf", model=cfg.model, adapter=cfg.adapter, batch_size=cfg.batch_size,

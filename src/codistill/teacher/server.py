@@ -155,10 +155,12 @@ class TeacherServer:
 def start_server(model: str = "qwen2.5-coder-1.5b", host: str = "127.0.0.1", port: int | None = None,
                  n_parallel: int = 4, ctx: int = 4096, threads: int | None = None,
                  engine: str = "xllamacpp", allow_remote: bool = False,
-                 ready_timeout: float = 300.0, lora: list[str | Path] | None = None) -> TeacherServer:
+                 ready_timeout: float = 300.0, lora: list[str | Path] | None = None,
+                 quiet: bool = False) -> TeacherServer:
     """Start a server and return once it is healthy. ``ctx`` is the context per slot (tokens);
     ``port=None`` picks a free one. ``lora``: GGUF LoRA adapters applied at scale 1 (see
-    :mod:`codistill.backends.lora_gguf` for converting a PEFT adapter); xllamacpp engine only."""
+    :mod:`codistill.backends.lora_gguf` for converting a PEFT adapter); xllamacpp engine only.
+    ``quiet``: drop llama.cpp's own log lines (xllamacpp; failures still surface as HTTP errors)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if n_parallel < 1 or ctx < 256:
@@ -177,6 +179,8 @@ def start_server(model: str = "qwen2.5-coder-1.5b", host: str = "127.0.0.1", por
                               "(prebuilt wheel), or use engine='llama-cpp-python'") from e
         p = xlc.CommonParams()
         p.model.path = str(path)
+        if quiet:
+            p.verbosity = -1  # llama.cpp prints a line when its verbosity <= this threshold
         if lora:
             p.lora_adapters = [xlc.CommonAdapterLoraInfo(str(Path(x).resolve()), 1.0) for x in lora]
         p.n_parallel = n_parallel
