@@ -235,6 +235,22 @@ def test_resume_matches_straight_run(tiny, tmp_path):
         train(make_config(tiny, resumed, resume=True, **(common | {"optim": {"lr": 1e-3}})))
 
 
+def test_resume_with_gradient_checkpointing_matches_straight_run(tiny, tmp_path):
+    """gradient_checkpointing is resume-free: it changes memory, not the update (LoRA dropout on,
+    non-reentrant checkpointing replays the RNG), so a run may switch it on when it resumes."""
+    common = {"lora": {"dropout": 0.1}, "max_steps": 3, "structure": {"enabled": False}}
+    straight = tmp_path / "straight"
+    train(make_config(tiny, straight, **common))
+    switched = tmp_path / "switched"
+    train(make_config(tiny, switched, save_every=1, stop_at_step=1, **common))
+    train(make_config(tiny, switched, resume=True, gradient_checkpointing=True, **common))
+    for ra, rb in zip(read_log(straight), read_log(switched)):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5, abs=1e-6), ra["step"]
+    ta, tb = adapter_tensors(straight / "adapter"), adapter_tensors(switched / "adapter")
+    for k in ta:
+        assert torch.allclose(ta[k], tb[k], atol=1e-6, rtol=1e-5), k
+
+
 def test_saved_adapter_loads_unmerged_and_changes_logits(tiny, tmp_path):
     out = tmp_path / "run"
     train(make_config(tiny, out, max_steps=3))

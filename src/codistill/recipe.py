@@ -409,7 +409,9 @@ class _Runner:
         folder = self.run / "arms" / arm / "train"
         cfg = TrainConfig.model_validate(_train_dict(self.recipe, self.recipe.arms[arm], folder,
                                                      str(self.run / "teach" / "train.jsonl")))
-        keyed = cfg.model_dump(mode="json", exclude={"output_dir", "resume", "stop_at_step", "num_threads"})
+        # settings that change speed or memory but not the update are outside the key
+        keyed = cfg.model_dump(mode="json", exclude={"output_dir", "resume", "stop_at_step", "num_threads",
+                                                     "gradient_checkpointing", "save_every", "keep_checkpoints"})
         keyed["logging"] = None
         keyed["data"]["train_file"] = None
         key = _hash(["train", keyed, teach_hash])

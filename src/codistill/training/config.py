@@ -162,4 +162,5 @@ class TrainConfig(_Strict):
 
 
 # fields that may change between a run and its resumption without breaking equivalence
-RESUME_FREE_FIELDS = {"resume", "stop_at_step", "logging", "save_every", "keep_checkpoints", "eval_every", "num_threads", "output_dir"}
+RESUME_FREE_FIELDS = {"resume", "stop_at_step", "logging", "save_every", "keep_checkpoints", "eval_every", "num_threads",
+                      "output_dir", "gradient_checkpointing"}  # none of these changes the update (checkpointing replays the RNG)
