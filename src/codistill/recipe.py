@@ -283,16 +283,9 @@ class _Manifest:
 
 
 def _versions() -> dict:
-    import importlib.metadata as md
-    import platform
+    from codistill.store import package_versions
 
-    out = {"python": platform.python_version()}
-    for pkg in ("codistill", "torch", "transformers", "peft", "accelerate", "xllamacpp", "datasets"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return package_versions("codistill", "torch", "transformers", "peft", "accelerate", "xllamacpp", "datasets")
 
 
 def _set_aside(run: Path, folder: Path, why: str) -> None:

@@ -374,16 +374,9 @@ def _write_datasets(out: Path, rows: list[dict]) -> None:
 
 
 def _versions() -> dict:
-    import importlib.metadata as md
-    import platform
+    from codistill.store import package_versions
 
-    out = {"python": platform.python_version()}
-    for dist in ("codistill", "datasets", "transformers"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return package_versions("codistill", "datasets", "transformers")
 
 
 def main(argv: list[str] | None = None) -> dict:

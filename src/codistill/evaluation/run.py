@@ -83,15 +83,9 @@ def _gen_key(task_id: str, prompt: str) -> str:
 
 
 def _versions() -> dict:
-    import importlib.metadata as md
+    from codistill.store import package_versions
 
-    out = {"python": platform.python_version()}
-    for pkg in ("codistill", "torch", "transformers", "peft", "codebleu"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return package_versions("codistill", "torch", "transformers", "peft", "codebleu")
 
 
 def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dict:
