@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import platform
 import time
 from collections import defaultdict
 from importlib import resources
