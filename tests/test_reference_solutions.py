@@ -17,11 +17,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # Upstream faults, not judge bugs (shared/data/README.md): reference code fails its own asserts.
 EXCEPTIONS = {"mbpp": set(KNOWN_BAD_REFERENCES), "mbpp-sanitized": set(), "humaneval": set(),
               "humaneval+": set(), "codeio": set(),
-              # A codistill limitation, not an upstream fault: plus case 85 returns 1.66M tuples of
-              # 77 strings; encoding it for the trusted comparison exceeds the 4 GiB address-space
-              # limit (EvalPlus compares in-process). To fix: a streaming digest that hashes the
-              # canonical form without materialising it. Listed so this test flags the fix.
-              "mbpp+": {"Mbpp/255"}}
+              # Mbpp/255 plus case 85 (1.66M tuples of 77 strings) passes since the child streams
+              # its digest (wire.stream_digest); test_wire checks that path on small values.
+              "mbpp+": set()}
 
 
 @pytest.fixture(scope="module")

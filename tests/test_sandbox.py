@@ -309,3 +309,17 @@ def test_worker_death_is_survived(sandbox):
     results = [sandbox.run_python("print(1)") for _ in range(4)]
     assert any(r.status == "sandbox_error" for r in results) or all(r.status == "ok" for r in results)
     assert results[-1].status == "ok"
+
+
+def test_call_digests_only_the_allowed_cases(sandbox):
+    """allow_digest as a list: those cases' large outputs come back as streamed digests (equal to the
+    ordinary digest), the others in full; small outputs are never digested."""
+    from codistill.execution.wire import digest, encode
+
+    prog = "def f(n):\n    return [(str(i), 'x') for i in range(n)]\n"
+    res = sandbox.run_call(prog, "f", [[20_000], [20_000], [3]], allow_digest=[1, 2])
+    out = {m["i"]: m["out"] for m in res.lines if m.get("ev") == "case"}
+    expected = [(str(i), "x") for i in range(20_000)]
+    assert isinstance(out[0], list) and len(out[0]) == 20_000
+    assert out[1]["__digest"] == digest(encode(expected))
+    assert out[2] == encode([("0", "x"), ("1", "x"), ("2", "x")])

@@ -124,3 +124,43 @@ def test_stdout_comparison():
     assert stdout_matches("1 2\n3\n\n", "1 2\n3")
     assert stdout_matches("1  2\r\n", "1 2")  # token fallback
     assert not stdout_matches("1 2\n", "1 3\n")
+
+
+def test_stream_digest_equals_digest_of_encoding():
+    """The streamed digest (no encoded tree, no JSON text) is the ordinary one, for every type."""
+    import itertools
+    from collections import Counter, OrderedDict, deque, namedtuple
+
+    from codistill.execution.wire import _canon, _dumps, stream_digest
+
+    P = namedtuple("P", "a b")
+    values = [list(range(5000)), [("a", "b")] * 3000, "s" * 6000, [[[]]], (), [2 ** 40000, 1, "x"], ("y", -3),
+              {3: [True, False], 1: (None, "x\u00e9\ud800"), "k": {frozenset({1, 2}), frozenset({0})}},
+              [{1, 2, True}, {"z": 1, "a": 2}, 2 ** 40000, -5, b"by\x00tes", deque([1, True]),
+               Counter("abcab"), P(1, "q"), OrderedDict(b=1, a=2)],
+              list(itertools.combinations_with_replacement("abc", 6))]
+    for v in values:
+        s = stream_digest(v)
+        assert s["__digest"] == digest(encode(v)), v if len(repr(v)) < 200 else type(v)
+        assert s["n"] == len(_dumps(_canon(encode(v))))
+    # values the judge must compare in full (tolerances) are not digested
+    assert stream_digest([1.0] * 10) is None
+    assert stream_digest([1, {2: 3j}]) is None
+    # a different value gives a different digest
+    assert stream_digest([("a", "b")] * 3000)["__digest"] != stream_digest([("a", "c")] * 3000)["__digest"]
+    with pytest.raises(NotPlainValue):
+        stream_digest([object()])
+
+
+def test_digest_cases_follow_evalplus_tolerance_switch():
+    """A float expected value turns EvalPlus's tolerance on for the rest of the suite; after it only
+    number-free values may be digested (numbers then compare with np.allclose, not ==)."""
+    from codistill.execution.judge import digest_cases
+    from codistill.execution.wire import holds_number
+
+    big_ints = encode(list(range(5000)))
+    strings = encode([("a", "b")] * 3)
+    expected = [big_ints, strings, None, encode([0.5, 1]), big_ints, strings, maybe_digest(big_ints)]
+    assert digest_cases(expected) == [0, 1, 4 + 1, 6]
+    assert holds_number(encode([(1,)])) and holds_number(encode({"k": True})) and holds_number(encode(2 ** 40000))
+    assert not holds_number(encode([("a", None), {"x": "y"}, b"z"]))

@@ -34,7 +34,7 @@ import time
 import traceback
 import types
 
-from codistill.execution.wire import NotPlainValue, decode, encode, maybe_digest
+from codistill.execution.wire import NotPlainValue, decode, encode, maybe_digest, stream_digest
 
 _PROGRAM_MODULE = "__cd_solution__"
 
@@ -143,7 +143,8 @@ def run_call(job: dict, fd: int) -> None:
         _send(fd, {"ev": "error", "stage": "entry_point", **_err(e)})
         return
     transform = _ORACLE_TRANSFORMS.get(job.get("oracle") or "")
-    allow_digest = bool(job.get("allow_digest"))
+    allow = job.get("allow_digest")
+    digest_cases = None if allow is True else set(allow or ())  # None: every case may be digested
     _send(fd, {"ev": "loaded"})
     for i, raw in enumerate(job["inputs"]):
         args = decode(raw)
@@ -157,9 +158,16 @@ def run_call(job: dict, fd: int) -> None:
                 _send(fd, {"ev": "called", "i": i, "t": dt})
             if transform is not None:
                 out = transform(out)
-            enc = encode(out)
-            if allow_digest:
-                enc = maybe_digest(enc)
+            enc = None
+            allow_digest = digest_cases is None or i in digest_cases
+            if allow_digest and type(out) in _SIZED and len(out) > 10_000:
+                # large: hash it as it is walked (the encoded tree + JSON text of e.g. 1.66M
+                # tuples would not fit the sandbox's address space); None if it holds floats
+                enc = stream_digest(out)
+            if enc is None:
+                enc = encode(out)
+                if allow_digest:
+                    enc = maybe_digest(enc)
         except NotPlainValue as e:
             _send(fd, {"ev": "case", "i": i, "ok": False, "etype": "NotPlainValue", "msg": str(e)[:300]})
             continue

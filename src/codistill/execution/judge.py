@@ -24,12 +24,33 @@ from pydantic import BaseModel, ConfigDict, Field
 from codistill.execution.compare import CaseComparer, child_transform, stdout_matches
 from codistill.execution.sandbox import RunResult, Sandbox, SandboxConfig
 from codistill.execution.compare import is_floats
-from codistill.execution.wire import DIGEST_KEY, decode, digest, has_float, has_nonfinite, is_digest
+from codistill.execution.wire import DIGEST_KEY, decode, digest, has_float, has_nonfinite, holds_number, is_digest
 from codistill.problems.schema import AssertTests, CallTests, Problem, StdioTests
 
 GT_FORMAT_VERSION = 2
 EXCERPT = 300
 
+
+
+def digest_cases(expected: list) -> list[int]:
+    """Case indices whose candidate output may come back as a digest: exactly those where a digest
+    comparison is EvalPlus's comparison. A float expected value switches EvalPlus's tolerance on for
+    that case and every later one (``atol = 1e-6``), and under a tolerance numbers compare loosely
+    (``np.allclose``); so: float-free expected values before the first float case, and after it
+    only values that hold no numbers at all (strings, None, containers of them). Expected values
+    that are themselves digests stay allowed (they are compared exactly either way)."""
+    allowed: list[int] = []
+    tolerant = False
+    for i, o in enumerate(expected):
+        if is_digest(o):
+            allowed.append(i)
+        elif o is None:
+            continue  # the reference failed here; the case is not compared
+        elif has_float(o):
+            tolerant = True
+        elif not tolerant or not holds_number(o):
+            allowed.append(i)
+    return allowed
 
 class JudgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -138,7 +159,8 @@ class Judge:
             # Candidates may send digests of large outputs only where every expected value is
             # float-free and compared exactly (no tolerance, no special oracle).
             digest_ok = digestible and not any(has_float(o) for o in outs if not is_digest(o))
-            gt = {"outputs": outs, "times": times, "failed_cases": bad, "status": res.status, "digest_ok": digest_ok}
+            gt = {"outputs": outs, "times": times, "failed_cases": bad, "status": res.status, "digest_ok": digest_ok,
+                  "digest_cases": digest_cases(outs) if digestible else []}
             if res.status == "ok" and not bad:
                 atomic_write_json(path, gt)
             return (p.id, s.name), gt
@@ -204,7 +226,10 @@ class Judge:
                 gt = self._gt[(problem.id, s.name)]
             expected = gt["outputs"]
             ref_failed = set(gt.get("failed_cases", []))
-            allow_digest = bool(gt.get("digest_ok"))
+            if "digest_cases" in gt:
+                allow_digest = gt["digest_cases"]
+            else:  # a ground-truth file cached before per-case digests
+                allow_digest = digest_cases(expected) if (s.atol == 0 and not s.oracle) else []
             limits = s.time_limits or [max(cfg.min_time_limit, cfg.gt_time_limit_factor * t) for t in gt["times"]]
         if limits:
             timeout = min(cfg.max_task_timeout, sum(limits)) + 1

@@ -240,12 +240,13 @@ class Sandbox:
         timeout: float | None = None,
         case_limits: list[float] | None = None,
         oracle: str | None = None,
-        allow_digest: bool = False,
+        allow_digest: bool | list[int] = False,
     ) -> RunResult:
         """Call ``fn_name(*args)`` for each args list; returns the wire-encoded outputs in lines.
 
         ``allow_digest``: large float-free outputs come back as a sha256 of their canonical form
-        (see :func:`codistill.execution.wire.maybe_digest`) instead of the value itself.
+        (see :func:`codistill.execution.wire.maybe_digest`) instead of the value itself — for
+        every case (True) or for the listed case indices.
         """
         return self.run_job(
             self._job("call", program, timeout, fn_name=fn_name, inputs=inputs, case_limits=case_limits, oracle=oracle,

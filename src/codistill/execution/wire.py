@@ -199,6 +199,20 @@ def has_float(enc: Any) -> bool:
     return False
 
 
+def holds_number(enc: Any) -> bool:
+    """Whether an encoded value contains an int, bool, float or complex anywhere."""
+    t = type(enc)
+    if t is int or t is bool or t is float:
+        return True
+    if isinstance(enc, list):
+        return any(holds_number(v) for v in enc)
+    if isinstance(enc, dict):
+        if enc.get(TAG) in ("int", "float", "complex"):
+            return True
+        return any(holds_number(v) for v in (enc.get("v", ()) if TAG in enc else enc.values()))
+    return False
+
+
 def digest(enc: Any) -> str:
     import hashlib
 
@@ -230,3 +244,104 @@ def has_nonfinite(enc: Any) -> bool:
             return True
         return any(has_nonfinite(v) for v in enc.values())
     return False
+
+
+class _NotDigestible(Exception):
+    """The value holds a float or complex: it is compared with tolerances, never digested."""
+
+
+def stream_digest(x: Any) -> dict | None:
+    """``maybe_digest(encode(x))`` for a *large* value, without building ``encode(x)``, its
+    canonical form or its JSON text.
+
+    A list of 1.66M tuples of strings (MBPP+ ``Mbpp/255``, plus case 85) takes several GiB as an
+    encoded tree plus JSON text, more than the sandbox's address-space limit; this walks the value
+    once and feeds the canonical JSON into sha256 in chunks, holding only the sort keys of sets and
+    dicts. The digest equals ``digest(encode(x))`` (tested on every value type), so a streamed
+    candidate still matches an expected value digested the ordinary way.
+
+    Returns None when ``x`` holds a float or complex (not digestible: compare it in full);
+    raises :class:`NotPlainValue` as :func:`encode` would.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    buf: list[str] = []
+    size = 0
+
+    def emit(s: str) -> None:
+        nonlocal size
+        buf.append(s)
+        size += len(s)
+        if len(buf) >= 4096:
+            h.update("".join(buf).encode("utf-8", "surrogatepass"))
+            buf.clear()
+
+    try:
+        _stream(x, emit, 0)
+    except _NotDigestible:
+        return None
+    h.update("".join(buf).encode("utf-8", "surrogatepass"))
+    return {DIGEST_KEY: h.hexdigest(), "n": size}
+
+
+def _canon_text(x: Any, depth: int) -> str:
+    parts: list[str] = []
+    _stream(x, parts.append, depth)
+    return "".join(parts)
+
+
+def _flat(x: list | tuple) -> bool:
+    types = set(map(type, x))
+    if types <= {str}:
+        return True
+    return types <= {str, int} and all(v.bit_length() <= 10_000 for v in x if type(v) is int)
+
+
+def _stream(x: Any, emit, depth: int) -> None:
+    """Emit ``_dumps(_canon(encode(x)))`` piece by piece (mirrors encode → _canon → _dumps)."""
+    if depth > 200:
+        raise NotPlainValue("value nested deeper than 200 levels")
+    t = type(x)
+    if x is None:
+        emit("null")
+    elif t is bool:
+        emit("1" if x else "0")
+    elif t is int:
+        emit(_dumps(encode(x)))  # small ints as digits, huge ones in their tagged hex form
+    elif t is str:
+        emit(_dumps(x))
+    elif t is float or t is complex:
+        raise _NotDigestible
+    elif (t is list or t is tuple) and _flat(x):
+        # only strings and ordinary ints: json's C encoder writes them exactly as above
+        emit(('{"%s":"tuple","v":' % TAG + _dumps(list(x)) + "}") if t is tuple else _dumps(x))
+    elif t is list or t is tuple:
+        if t is tuple:
+            emit('{"%s":"tuple","v":' % TAG)
+        emit("[")
+        for i, v in enumerate(x):
+            if i:
+                emit(",")
+            _stream(v, emit, depth + 1)
+        emit("]")
+        if t is tuple:
+            emit("}")
+    elif t is set or t is frozenset:
+        items = sorted(_canon_text(v, depth + 1) for v in x)
+        emit('{"%s":"set","v":[' % TAG + ",".join(items) + "]}")
+    elif t is dict:
+        keys = sorted(((_canon_text(k, depth + 1), k) for k in x), key=lambda kk: kk[0])
+        emit('{"%s":"dict","v":[' % TAG)
+        for i, (ktext, k) in enumerate(keys):
+            emit(("," if i else "") + "[" + ktext + ",")
+            _stream(x[k], emit, depth + 1)
+            emit("]")
+        emit("]}")
+    else:
+        # bytes, deque, numpy values, subclasses of plain types: the ordinary path for this
+        # subtree (it is rarely large); the float check keeps the contract of maybe_digest
+        enc = encode(x, depth)
+        if has_float(enc):
+            raise _NotDigestible
+        emit(_dumps(_canon(enc)))
