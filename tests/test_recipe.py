@@ -41,7 +41,7 @@ def _stamps(run: Path) -> dict:
     return {k: (v.get("status"), v.get("finished")) for k, v in m["stages"].items()}
 
 
-def test_recipe_runs_every_stage_then_skips_then_reruns_only_what_changed(tmp_path, tiny_llama_dir, server):  # noqa: F811
+def test_recipe_runs_every_stage_then_skips_then_reruns_only_what_changed(tmp_path, tiny_llama_dir, server, capsys):  # noqa: F811
     from codistill.recipe import load_recipe, run_recipe
 
     path = _recipe(tmp_path, tiny_llama_dir, server.url)
@@ -90,9 +90,14 @@ def test_recipe_runs_every_stage_then_skips_then_reruns_only_what_changed(tmp_pa
     assert (run / "arms" / "base" / "eval" / "generations.jsonl").read_text().splitlines() == gens
     assert len(list((run / ".stale").iterdir())) == 2
 
-    # --only train: the arms' training runs (and is skipped when done), no eval is started
+    # --only train (through the CLI): the arms' training runs, no eval is started, and the output
+    # names the stages literally (rich would print "eval:cd: " as "eval💿 " with emoji codes on)
+    from codistill.cli import main
+
     run2 = tmp_path / "run2"
-    out = run_recipe(load_recipe(path), out_dir=run2, only=["data", "teach", "train"])
+    capsys.readouterr()
+    assert main(["run", str(path), "--out", str(run2), "--only", "data,teach,train"]) == 0
+    assert "eval:cd: left out by --only" in capsys.readouterr().out
     st = _stamps(run2)
     assert st["train:cd"][0] == "complete" and st["train:cd_sa"][0] == "complete"
     assert not any(k.startswith("eval:") for k in st)

@@ -63,7 +63,7 @@ def cmd_demo(args) -> int:
 
     from codistill.recipe import load_recipe, run_recipe
 
-    console = Console()
+    console = Console(emoji=False)
     _log_to_console(console)
     console.print("[bold]codistill demo[/]: the whole loop (data → teach → train → eval → report) on the packaged "
                   "small models. [bold yellow]A smoke run: its numbers are not a result.[/] "
@@ -102,7 +102,7 @@ def cmd_run(args) -> int:
 
     from codistill.recipe import load_recipe, run_recipe
 
-    console = Console()
+    console = Console(emoji=False)
     _log_to_console(console)
     recipe = load_recipe(args.recipe, sets=args.set, data_dir=args.data_dir)
     only = [s.strip() for s in args.only.split(",")] if args.only else None
@@ -123,7 +123,7 @@ def cmd_benchmarks(args) -> int:
         t.add_column(col)
     for name, entry in BENCHMARKS.items():
         t.add_row(name, entry.description, entry.license)
-    Console().print(t)
+    Console(emoji=False).print(t)
     return 0
 
 
@@ -182,7 +182,7 @@ def cmd_models(args) -> int:
 
     from codistill import models
 
-    console = Console()
+    console = Console(emoji=False)
     if args.prepare:
         for name in args.prepare:
             spec = models.get_spec(name)

@@ -100,7 +100,7 @@ def demo(data_dir=None, config: JudgeConfig | None = None, progress: bool = True
 
     from codistill.report.tables import print_judge_summary
 
-    console = Console()
+    console = Console(emoji=False)
     console.print("[bold]codistill demo[/]: judging the benchmarks' own reference solutions in the sandbox")
     with Judge(config) as judge:
         console.print(f"sandbox isolation: {json.dumps(judge.sandbox.isolation)}")

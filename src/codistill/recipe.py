@@ -466,7 +466,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike, out_dir: str | os.PathLike | 
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    console = console or Console()
+    console = console or Console(emoji=False)
     run = Path(out_dir or recipe.out_dir or Path("runs") / recipe.name)
     run.mkdir(parents=True, exist_ok=True)
     if only:

@@ -97,7 +97,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     from codistill.execution.sandbox import SandboxConfig
     from codistill.problems.loaders import BENCHMARK_LABELS, load_benchmark
 
-    console = Console()
+    console = Console(emoji=False)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"

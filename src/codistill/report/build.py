@@ -1260,7 +1260,7 @@ def print_report(rep: dict, console=None) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
-    console = console or Console()
+    console = console or Console(emoji=False)
     if rep["smoke"]["is_smoke"]:
         console.print(Panel("[bold]" + SMOKE_TEXT + "[/]\n" + "\n".join(f"• {esc(r)}" for r in rep["smoke"]["reasons"]),
                             style="bold red", expand=False))

@@ -7,7 +7,7 @@ def print_judge_summary(summary: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or Console(emoji=False)
     t = Table(title=f"judge: {summary['benchmark']}")
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -30,7 +30,7 @@ def print_eval_results(results: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or Console(emoji=False)
     cfg = results.get("config", {})
     t = Table(title=f"eval: {cfg.get('model')}" + (f" + {cfg.get('adapter')}" if cfg.get("adapter") else ""))
     for col in ("benchmark", "tasks", "pass@1", "other pass@k", "syntax match", "dataflow match"):
