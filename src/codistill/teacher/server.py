@@ -210,7 +210,7 @@ def start_server(model: str = "qwen2.5-coder-1.5b", host: str = "127.0.0.1", por
             raise
         srv = TeacherServer(base + "/v1", engine, model, 1, ctx, threads, proc=proc,
                             load_s=time.monotonic() - t0)
-    log.info("teacher server ready: %s", json.dumps(srv.info()))
+    log.info("llama.cpp server ready: %s", json.dumps(srv.info()))
     return srv
 
 
