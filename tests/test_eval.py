@@ -120,3 +120,15 @@ def test_interrupted_generation_resumes(tiny_llama_dir, tmp_path):
     res = run_eval(cfg, tmp_path / "r", progress=False)
     assert len(path.read_text().splitlines()) == 3
     assert res["benchmarks"]["humaneval"]["tasks"] == 3
+
+
+def test_mis_paired_fences_still_give_the_code():
+    """A fine-tuned 0.5B answered "```\n```\n<code>\n```" (8 of 128 HumanEval answers): the regex
+    pairs the first two fences into an empty block; the code between the later fences is used."""
+    answer = "```\n```\nfrom typing import List\n\n\ndef f(xs: List[int]) -> int:\n    return len(xs)\n```"
+    assert extract_code(answer, "f") == "from typing import List\n\n\ndef f(xs: List[int]) -> int:\n    return len(xs)\n"
+    assert build_program(answer, "from typing import List\n\n\ndef f(xs):\n    pass\n", "f", "chat").endswith(
+        "    return len(xs)\n")
+    # a defining block, when there is one, still wins over text between other fences
+    text = "def f(x):\n    return 2 + 2 + 2 + 2\n\n```python\ndef f(x):\n    return 1\n```\n"
+    assert extract_code(text, "f") == "def f(x):\n    return 1\n"

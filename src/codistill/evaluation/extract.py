@@ -4,8 +4,9 @@ Written on the standard library's ``ast`` (EvalPlus's tree-sitter ``sanitize`` c
 dependency here: evalplus pins protobuf<5 through google-generativeai, which conflicts with
 tensorboard). Rules, in order:
 
-1. fenced code blocks (```python ... ``` or ``` ... ```): prefer the block that defines the entry
-   point, else the longest block that parses;
+1. fenced code blocks (```python ... ``` or ``` ... ```), empty ones ignored: prefer the block that
+   defines the entry point, else the longest block that parses; when no block defines it, the
+   parsing text between any two fence lines that does (mis-paired fences);
 2. no fences: the longest prefix of the answer, starting at its first code-looking line, that
    parses (trailing prose is dropped);
 3. if the code defines the entry point, the program is the prompt's import lines + the code,
@@ -86,9 +87,19 @@ def _longest_parsing_prefix(lines: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _fence_segments(text: str) -> list[str]:
+    """The text between fence lines, whatever pairs them."""
+    return [_LANG_LINE.sub("", p.lstrip("\n"), count=1) for p in re.split(r"^[ \t]*```[^\n]*$", text, flags=re.M)]
+
+
 def extract_code(text: str, entry_point: str | None = None) -> str:
     """The code in a model answer (see module docstring for the rules)."""
-    blocks = fenced_blocks(text)
+    blocks = [b for b in fenced_blocks(text) if b.strip()]
+    if entry_point and not any(_defines(b, entry_point) for b in blocks):
+        # fences that pair up wrongly, e.g. one opened and closed at once before the real block
+        # ("```\n```\ndef f(): ...\n```", seen from a fine-tuned 0.5B): the code lies between them
+        segments = [s for s in _fence_segments(text) if s.strip() and _parses(s) and _defines(s, entry_point)]
+        blocks = segments or blocks
     if blocks:
         defining = [b for b in blocks if _defines(b, entry_point)]
         pool = defining or [b for b in blocks if _parses(b)] or blocks
