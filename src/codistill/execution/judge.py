@@ -31,7 +31,6 @@ GT_FORMAT_VERSION = 2
 EXCERPT = 300
 
 
-
 def digest_cases(expected: list) -> list[int]:
     """Case indices whose candidate output may come back as a digest: exactly those where a digest
     comparison is EvalPlus's comparison. A float expected value switches EvalPlus's tolerance on for
@@ -156,10 +155,9 @@ class Judge:
                 else:
                     outs.append(m["out"])
                     times.append(float(m.get("t", 0.0)))
-            # Candidates may send digests of large outputs only where every expected value is
-            # float-free and compared exactly (no tolerance, no special oracle).
-            digest_ok = digestible and not any(has_float(o) for o in outs if not is_digest(o))
-            gt = {"outputs": outs, "times": times, "failed_cases": bad, "status": res.status, "digest_ok": digest_ok,
+            # Candidates may send digests of large outputs only for cases compared exactly
+            # (no tolerance, no special oracle): see digest_cases.
+            gt = {"outputs": outs, "times": times, "failed_cases": bad, "status": res.status,
                   "digest_cases": digest_cases(outs) if digestible else []}
             if res.status == "ok" and not bad:
                 atomic_write_json(path, gt)
