@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import importlib.metadata
 import os
 from pathlib import Path
 
 import pytest
+
+
+def send_json(handler, status: int, payload) -> None:
+    """Reply from a test HTTP server (BaseHTTPRequestHandler) with a JSON body."""
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 def smollm2_gguf() -> Path | None:

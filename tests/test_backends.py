@@ -20,6 +20,7 @@ from codistill.backends import (
     truncate_at_stop,
 )
 
+from conftest import send_json  # noqa: E402
 from conftest import smollm2_gguf as _smol_gguf  # noqa: E402
 
 
@@ -294,12 +295,7 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
                          "usage": {"prompt_tokens": 5, "completion_tokens": 7 * n}})
 
     def _send(self, status, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import send_json
 from codistill.data.prepare import problem_rows
 from codistill.problems.schema import CallTests, Problem
 from codistill.store import read_jsonl, write_jsonl
@@ -151,12 +152,7 @@ def server():
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             assert self.path == "/v1/chat/completions", self.path
             status, payload = canned.answer(body)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, payload)
 
         def log_message(self, *a):
             pass
