@@ -99,7 +99,12 @@ def test_eval_run_end_to_end_and_resume(tiny_llama_dir, tmp_path):
     # resume: nothing new is generated, same verdicts
     res2 = run_eval(cfg, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "generations.jsonl").read_text().splitlines() == gens
-    assert res2["generation"]["new_tokens"] == 0
+    # generation speed counts every call that generated, not only the last one
+    g1, g2 = res["generation"], res2["generation"]
+    assert g2["this_call"]["new_tokens"] == 0 and g1["this_call"]["new_tokens"] == g1["new_tokens"] > 0
+    assert g2["new_tokens"] == g1["new_tokens"] and g2["seconds"] == g1["seconds"] > 0
+    assert g2["samples_timed"] == g2["samples"] == 4
+    assert g1["new_tokens"] == sum(json.loads(x)["n_tokens"] for x in gens)
     assert res2["benchmarks"]["humaneval"]["passed"] == res["benchmarks"]["humaneval"]["passed"]
     # changed settings are refused instead of mixing runs
     with pytest.raises(ValueError, match="different settings"):

@@ -81,8 +81,11 @@ def _print_run_end(console, out: dict) -> None:
         print_report(out["report"], console=console)
     stages = out["manifest"]["stages"]
     done = sum(1 for v in stages.values() if v.get("status") == "complete")
-    console.print(f"{done}/{len(stages)} stages complete in {out['wall_s']:.0f} s; report: {run / 'report.html'} "
-                  f"and {run / 'report.md'}")
+    if out.get("report"):
+        where = f"report: {run / 'report.html'} and {run / 'report.md'}"
+    else:  # --only left the report out: say so rather than point at a file this call did not write
+        where = f"report not rebuilt by this call (left out by --only); `codistill report {run}` builds it"
+    console.print(f"{done}/{len(stages)} stages complete in {out['wall_s']:.0f} s; {where}")
 
 
 def _log_to_console(console) -> None:

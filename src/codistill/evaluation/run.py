@@ -148,6 +148,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
         for rec in read_jsonl(gen_path):
             have[rec["gen_key"]].append(rec)
     todo = [(k, u) for k, u in units.items() if len(have[k]) < cfg.n_samples]
+    log_path = out / "generation_log.jsonl"
     n_tokens = 0
     gen_time = 0.0
     if todo:
@@ -156,7 +157,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         tok = getattr(gen, "tokenizer", None)
-        with JsonlAppender(gen_path) as app, Progress(
+        with JsonlAppender(gen_path) as app, JsonlAppender(log_path) as logapp, Progress(
             TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TimeRemainingColumn(), TextColumn("{task.fields[rate]}"), disable=not progress, console=console,
         ) as bar:
@@ -173,17 +174,25 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
                 tg = time.perf_counter()
                 usage_before = gen.usage.completion_tokens if tok is None and hasattr(gen, "usage") else None
                 outs = gen.generate([u["prompt"] for _, u in chunk], params)
-                gen_time += time.perf_counter() - tg
+                dt = time.perf_counter() - tg
+                gen_time += dt
+                chunk_tokens = 0
                 if usage_before is not None:  # no local tokenizer: the server's own token count
-                    n_tokens += gen.usage.completion_tokens - usage_before
+                    chunk_tokens = gen.usage.completion_tokens - usage_before
+                n_new = 0
                 for (key, u), comps in zip(chunk, outs):
                     for i, text in enumerate(comps[len(have[key]):cfg.n_samples], start=len(have[key])):
                         ntok = len(tok(text, add_special_tokens=False)["input_ids"]) if tok is not None else None
-                        n_tokens += ntok or 0
+                        chunk_tokens += ntok or 0
                         rec = {"gen_key": key, "task_id": u["task_id"], "sample_index": i, "completion_raw": text,
                                "n_tokens": ntok}
                         app.append(rec)
                         have[key].append(rec)
+                        n_new += 1
+                n_tokens += chunk_tokens
+                # one line per chunk, written after its generations: generation speed summed over every
+                # (resumed) call, not just the last one, which may have generated nothing
+                logapp.append({"samples": n_new, "new_tokens": chunk_tokens, "seconds": round(dt, 3)})
                 bar.update(task, advance=len(chunk), rate=f"{n_tokens / max(gen_time, 1e-9):.1f} tok/s")
                 if progress and not console.is_terminal:  # a log file: one line per chunk
                     done = min(start + step, len(todo))
@@ -253,15 +262,28 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
         timings["token_nll_s"] = time.perf_counter() - tn
 
     write_jsonl(out / "tasks.jsonl", task_rows)
-    results["generation"] = {"new_tokens": n_tokens, "seconds": round(gen_time, 2),
-                             "tokens_per_s": round(n_tokens / gen_time, 2) if gen_time else None,
-                             "usage": gen.usage.as_dict() if hasattr(gen, "usage") else None}
+    results["generation"] = _generation_totals(log_path, sum(len(v) for v in have.values()))
+    results["generation"]["this_call"] = {"new_tokens": n_tokens, "seconds": round(gen_time, 2),
+                                          "usage": gen.usage.as_dict() if hasattr(gen, "usage") else None}
     results["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     atomic_write_json(out / "results.json", results)
     gen.close()
     if scorer is not None and scorer is not gen:
         scorer.close()
     return results
+
+
+def _generation_totals(log_path: Path, samples: int) -> dict:
+    """Tokens and seconds over every call that generated into this run (``generation_log.jsonl``).
+
+    ``samples_timed`` < ``samples`` when some generations predate the log (or came from a call
+    killed between writing its generations and its log line): the speed is then over those timed.
+    """
+    lines = list(read_jsonl(log_path)) if log_path.exists() else []
+    tok = sum(r.get("new_tokens") or 0 for r in lines)
+    sec = sum(r.get("seconds") or 0.0 for r in lines)
+    return {"new_tokens": tok, "seconds": round(sec, 2), "tokens_per_s": round(tok / sec, 2) if sec else None,
+            "samples_timed": sum(r.get("samples") or 0 for r in lines), "samples": samples}
 
 
 def _stops(problem: Problem, mode: str) -> list[str]:

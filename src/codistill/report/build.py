@@ -988,7 +988,11 @@ def _sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict, out:
         g = p.get("generation") or {}
         t = p.get("timings_s") or {}
         stage = p.get("stage_wall_s") or {}
-        rows.append([a, p.get("prompt_mode") or "–", _num(g.get("tokens_per_s"), 1), str(g.get("new_tokens", "–")),
+        timed = g.get("samples_timed")
+        cover = (f" ({timed} of {g['samples']} generations timed)"
+                 if timed is not None and g.get("samples") and timed < g["samples"] else "")
+        rows.append([a, p.get("prompt_mode") or "–", _num(g.get("tokens_per_s"), 1),
+                     f"{g['new_tokens']}{cover}" if "new_tokens" in g else "–",
                      ", ".join(f"{k} {v}" for k, v in t.items()) or "–",
                      ", ".join(f"{k} {_num(v, 1)}" for k, v in stage.items()) or "–"])
     if rows:

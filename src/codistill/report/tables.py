@@ -47,7 +47,9 @@ def print_eval_results(results: dict, console=None) -> None:
                       f"prefix): mean {qp['mean']:.2f}, median {qp['median']:.2f} over {qp['n']}")
     g = results.get("generation", {})
     if g.get("tokens_per_s"):
-        console.print(f"generation: {g['new_tokens']} new tokens in {g['seconds']} s ({g['tokens_per_s']} tok/s)")
+        timed = g.get("samples_timed")
+        cover = f", {timed} of {g['samples']} generations timed" if timed is not None and timed < g.get("samples", 0) else ""
+        console.print(f"generation: {g['new_tokens']} new tokens in {g['seconds']} s ({g['tokens_per_s']} tok/s{cover})")
 
 
 def _fmt(x) -> str:
