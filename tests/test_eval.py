@@ -137,3 +137,20 @@ def test_mis_paired_fences_still_give_the_code():
     # a defining block, when there is one, still wins over text between other fences
     text = "def f(x):\n    return 2 + 2 + 2 + 2\n\n```python\ndef f(x):\n    return 1\n```\n"
     assert extract_code(text, "f") == "def f(x):\n    return 1\n"
+
+
+def test_prompt_templates_default_bare_and_folder(tmp_path):
+    """EvalPlus's instruction prompt by default; 'bare' = the statement alone (the training prompt)."""
+    from codistill.evaluation.run import EvalConfig, _template, render_prompt
+    from codistill.problems.schema import Problem
+
+    p = Problem(id="T/0", source="humaneval", prompt="def f(x):\n    \"\"\"Return x.\"\"\"\n", entry_point="f")
+    default = render_prompt(p, _template(EvalConfig(model="m"), "chat"))
+    assert default.startswith("Please provide a self-contained Python script") and "```\ndef f(x):" in default
+    assert render_prompt(p, _template(EvalConfig(model="m", template_dir="bare"), "chat")) == p.prompt
+    # a set without a completion file falls back to the default completion template (the prompt itself)
+    assert render_prompt(p, _template(EvalConfig(model="m", template_dir="bare"), "completion")) == p.prompt
+    (tmp_path / "eval_chat.txt").write_text("Solve:\n{prompt}")
+    assert render_prompt(p, _template(EvalConfig(model="m", template_dir=str(tmp_path)), "chat")) == "Solve:\n" + p.prompt
+    with pytest.raises(ValueError, match="neither a folder nor a packaged template set"):
+        _template(EvalConfig(model="m", template_dir="no-such-set"), "chat")

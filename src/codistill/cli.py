@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="first K tasks of each benchmark")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--prompt-mode", choices=["auto", "chat", "completion"], default="auto")
-    p.add_argument("--template-dir", default=None, help="folder with eval_chat.txt / eval_completion.txt")
+    p.add_argument("--template-dir", default=None, help="folder with eval_chat.txt / eval_completion.txt, or `bare`: the problem statement alone as the user turn (the prompt `codistill train` trains on) instead of EvalPlus's instruction prompt")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--no-perplexity", action="store_true")
     p.add_argument("--no-token-nll", action="store_true")

@@ -54,7 +54,9 @@ class EvalConfig(BaseModel):
     limit: int | None = Field(None, ge=1, description="first K tasks of each benchmark")
     batch_size: int = Field(8, ge=1)
     prompt_mode: Literal["auto", "chat", "completion"] = "auto"
-    template_dir: str | None = Field(None, description="folder with eval_chat.txt / eval_completion.txt to override")
+    template_dir: str | None = Field(None, description="folder with eval_chat.txt / eval_completion.txt to override, "
+                                     "or a packaged set: 'bare' = the problem statement alone as the user turn, "
+                                     "as the training data shows it")
     dtype: str = "float32"
     perplexity: bool = Field(True, description="question-completion perplexity on MBPP test questions")
     perplexity_prefix: float = Field(0.1, gt=0, lt=1, description="fraction of question tokens given as context")
@@ -64,12 +66,29 @@ class EvalConfig(BaseModel):
     workers: int | None = None
 
 
+PACKAGED_TEMPLATE_SETS = ("bare",)
+
+
 def _template(cfg: EvalConfig, mode: str) -> str:
+    """The prompt template: ``template_dir``'s file, else a packaged set's, else the default.
+
+    The default chat template is EvalPlus's instruction prompt (the problem inside a fenced block).
+    A model fine-tuned on bare problem statements (``codistill train``'s prompt) sees a different
+    user turn there; ``template_dir="bare"`` shows it the statement alone, as in training.
+    """
     name = f"eval_{mode}.txt"
     if cfg.template_dir:
-        path = Path(cfg.template_dir) / name
-        if path.is_file():
-            return path.read_text()
+        folder = Path(cfg.template_dir)
+        if not folder.is_dir():
+            if cfg.template_dir not in PACKAGED_TEMPLATE_SETS:
+                raise ValueError(f"template_dir {cfg.template_dir!r} is neither a folder nor a packaged template set "
+                                 f"({', '.join(PACKAGED_TEMPLATE_SETS)}); give a folder holding eval_chat.txt "
+                                 "and/or eval_completion.txt")
+            packaged = resources.files("codistill").joinpath("templates", cfg.template_dir, name)
+            if packaged.is_file():
+                return packaged.read_text()
+        elif (folder / name).is_file():
+            return (folder / name).read_text()
     return resources.files("codistill").joinpath("templates", name).read_text()
 
 
