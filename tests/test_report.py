@@ -33,7 +33,7 @@ def make_eval(d: Path, benches: dict[str, dict[str, bool]], ppl: list[float] | N
         brow = []
         for i, (tid, ok) in enumerate(outcome.items()):
             brow.append({"benchmark": bench, "task_id": tid, "program": "def f():\n    pass\n", "passed": ok,
-                         "status": "pass" if ok else "fail", "failure": None, "n": 1, "c": int(ok),
+                         "status": "pass" if ok else ("syntax_error" if i % 7 == 0 else "fail"), "failure": None, "n": 1, "c": int(ok),
                          "pass@1": float(ok), "syntax_match": 0.5 + 0.01 * (i % 10),
                          "dataflow_match": None if i % 5 == 0 else 0.4})
         rows += brow
@@ -166,6 +166,14 @@ def test_arms_and_table1_match_hand_fractions(demo):
     assert t3["n_syntax"] == 40 and t3["n_dataflow"] == 32
     assert rep["perplexity"]["base"]["n"] == 35
     assert not rep["smoke"]["is_smoke"]
+    # verdict breakdown: the first sample's judge status, counted per arm and benchmark
+    for arm, benches in PASS.items():
+        for bench, outcome in benches.items():
+            oks = list(outcome.values())
+            no_code = sum(1 for i, ok in enumerate(oks) if not ok and i % 7 == 0)
+            assert rep["verdicts"][arm][bench] == {"pass": sum(oks), "fail": len(oks) - sum(oks) - no_code, "error": 0,
+                                                   "timeout": 0, "syntax_error": no_code, "other": 0}
+    assert no_code > 0
 
 
 def test_significance_equals_stats_functions(demo):

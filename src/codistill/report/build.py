@@ -301,6 +301,20 @@ def _pass_cell(arm: Arm, bench: str) -> dict | None:
     return cell
 
 
+VERDICT_COLUMNS = ("pass", "fail", "error", "timeout", "syntax_error")
+
+
+def _verdict_counts(arm: Arm, bench: str) -> dict[str, int]:
+    """Judge statuses of each task's first sample (tasks.jsonl ``status``); other statuses summed as ``other``."""
+    counts = {k: 0 for k in VERDICT_COLUMNS + ("other",)}
+    for r in (arm.rows.get(bench) or {}).values():
+        st = r.get("status")
+        if st is None:  # older tasks.jsonl: pass/fail only
+            st = "pass" if r.get("passed") else "fail"
+        counts[st if st in VERDICT_COLUMNS else "other"] += 1
+    return counts
+
+
 def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
@@ -881,6 +895,18 @@ def _sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict, out:
         b.append(Block("list", items=rep["significance_notes"]))
     secs.append((f"Paired significance against the baseline ({rep['baseline'] or '–'})", b))
 
+    # verdicts -----------------------------------------------------------------------------
+    vd = rep.get("verdicts") or {}
+    rows = [[a, bch, str(sum(c.values()))] + [str(c[k]) for k in VERDICT_COLUMNS + ("other",)]
+            for a in order for bch, c in (vd.get(a) or {}).items()]
+    if rows:
+        b = [Block("table", headers=["arm", "benchmark", "tasks", *VERDICT_COLUMNS, "other"], rows=rows),
+             Block("p", "Judge verdict of each task's first sample. `syntax_error` includes answers with no code in "
+                   "them (e.g. cut off at max_new_tokens before the code), `error` a runtime error, `other` memory, "
+                   "output-limit and sandbox errors. Where an arm loses, this says whether it wrote wrong code or "
+                   "no usable code.")]
+        secs.append(("Verdicts per arm", b))
+
     # Table 3 ------------------------------------------------------------------------------
     b = []
     t3 = rep["table3"]
@@ -1102,6 +1128,7 @@ _NUMERIC = re.compile(r"^[\s+\-–−]?[\d.]")
 
 def _inline(s: str) -> str:
     esc = _html.escape(str(s))
+    esc = re.sub(r"`([^`]+)`", r"<code>\1</code>", esc)
     return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", esc)
 
 
@@ -1226,6 +1253,7 @@ def write_report(run_dirs, out=None, baseline: str = "base", title: str | None =
         "smoke": {"is_smoke": bool(smoke), "reasons": smoke, "text": SMOKE_TEXT if smoke else None},
         "warnings": _consistency(order, benches),
         "table1": table1, "table3": table3, "perplexity": ppl,
+        "verdicts": {a.name: {bch: _verdict_counts(a, bch) for bch in benches if a.rows.get(bch)} for a in order},
         "significance": sig, "significance_notes": sig_notes, "n_boot": n_boot,
         "provenance": {a.name: _provenance(a) for a in arms},
         "runs": {r.name: {"path": str(r.path), "stages": (r.manifest or {}).get("stages"),
