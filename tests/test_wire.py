@@ -164,3 +164,20 @@ def test_digest_cases_follow_evalplus_tolerance_switch():
     assert digest_cases(expected) == [0, 1, 4 + 1, 6]
     assert holds_number(encode([(1,)])) and holds_number(encode({"k": True})) and holds_number(encode(2 ** 40000))
     assert not holds_number(encode([("a", None), {"x": "y"}, b"z"]))
+
+
+def test_set_encoding_does_not_depend_on_the_hash_seed():
+    """Sets of strings iterate in a PYTHONHASHSEED-dependent order; their encoding (and so the
+    data hash of a benchmark with set-valued inputs, e.g. MBPP+ Mbpp/115) must not."""
+    import subprocess
+    import sys
+
+    code = ("import json; from codistill.execution.wire import encode; "
+            "print(json.dumps(encode([{'', 'e', 'gA', 'not', 'EnIODji', 'ML', 'a'}, "
+            "frozenset({('x', 'y'), ('b',), 'q'}), {1: {'k', 'j', 'zz'}}])))")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout
+            for seed in range(6)}
+    assert len(outs) == 1
+    enc = encode({"b", "a", "c"})
+    assert enc["v"] == ["a", "b", "c"] and decode(enc) == {"a", "b", "c"}

@@ -47,7 +47,9 @@ def encode(x: Any, _depth: int = 0) -> Any:
     if t is dict:
         return {TAG: "dict", "v": [[encode(k, _depth + 1), encode(v, _depth + 1)] for k, v in x.items()]}
     if t is set or t is frozenset:
-        items = [encode(v, _depth + 1) for v in x]
+        # Sorted by canonical JSON: a set of strings iterates in an order that depends on
+        # PYTHONHASHSEED, so without this the same problem data hashed differently per process.
+        items = sorted((encode(v, _depth + 1) for v in x), key=_dumps)
         return {TAG: t.__name__, "v": items}
     if t is complex:
         return {TAG: "complex", "v": [repr(x.real), repr(x.imag)]}
