@@ -169,6 +169,7 @@ def test_digest_cases_follow_evalplus_tolerance_switch():
 def test_set_encoding_does_not_depend_on_the_hash_seed():
     """Sets of strings iterate in a PYTHONHASHSEED-dependent order; their encoding (and so the
     data hash of a benchmark with set-valued inputs, e.g. MBPP+ Mbpp/115) must not."""
+    import os
     import subprocess
     import sys
 
@@ -176,7 +177,7 @@ def test_set_encoding_does_not_depend_on_the_hash_seed():
             "print(json.dumps(encode([{'', 'e', 'gA', 'not', 'EnIODji', 'ML', 'a'}, "
             "frozenset({('x', 'y'), ('b',), 'q'}), {1: {'k', 'j', 'zz'}}])))")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
             for seed in range(6)}
     assert len(outs) == 1
     enc = encode({"b", "a", "c"})
