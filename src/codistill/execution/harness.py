@@ -30,7 +30,6 @@ import builtins
 import json
 import os
 import sys
-import time
 import traceback
 import types
 
@@ -46,10 +45,20 @@ def _send(fd: int, msg: dict) -> None:
         data = data[n:]
 
 
+def _safe(fn, default: str) -> str:
+    try:
+        out = fn()
+        return out if type(out) is str else default
+    except BaseException:  # noqa: BLE001 - the program's exception may lie in __str__, __name__, ...
+        return default
+
+
 def _err(e: BaseException, limit: int = 1500) -> dict:
-    tb = traceback.format_exception(type(e), e, e.__traceback__)
-    text = "".join(tb)
-    return {"etype": type(e).__name__, "msg": str(e)[:500], "tb": text[-limit:]}
+    """Describe an exception the program raised; never raises, whatever the exception does."""
+    etype = _safe(lambda: str.__str__(type.__dict__["__name__"].__get__(type(e))), "Exception")
+    msg = _safe(lambda: str(e)[:500], "<unprintable exception>")
+    tb = _safe(lambda: "".join(traceback.format_exception(type(e), e, e.__traceback__))[-limit:], "")
+    return {"etype": etype, "msg": msg, "tb": tb}
 
 
 _PASSTHROUGH: set | None = None
@@ -148,14 +157,8 @@ def run_call(job: dict, fd: int) -> None:
     _send(fd, {"ev": "loaded"})
     for i, raw in enumerate(job["inputs"]):
         args = decode(raw)
-        t0 = time.perf_counter()
         try:
             out = fn(*args)
-            dt = time.perf_counter() - t0
-            if type(out) in _SIZED and len(out) > 10_000:
-                # Encoding a large output can take longer than the call: tell the worker the
-                # call is over, so only the task's overall timeout applies while encoding.
-                _send(fd, {"ev": "called", "i": i, "t": dt})
             if transform is not None:
                 out = transform(out)
             enc = None
@@ -172,9 +175,9 @@ def run_call(job: dict, fd: int) -> None:
             _send(fd, {"ev": "case", "i": i, "ok": False, "etype": "NotPlainValue", "msg": str(e)[:300]})
             continue
         except BaseException as e:  # noqa: BLE001
-            _send(fd, {"ev": "case", "i": i, "ok": False, "t": time.perf_counter() - t0, **_err(e, 600)})
+            _send(fd, {"ev": "case", "i": i, "ok": False, **_err(e, 600)})
             continue
-        _send(fd, {"ev": "case", "i": i, "ok": True, "out": enc, "t": dt})
+        _send(fd, {"ev": "case", "i": i, "ok": True, "out": enc})
     _send(fd, {"ev": "done", "nonce": job["nonce"]})
 
 
@@ -230,4 +233,4 @@ def run(job: dict, fd: int) -> None:
     elif mode == "script":
         run_script(job, fd)
     else:
-        _send(fd, {"ev": "sandbox_error", "msg": f"unknown mode {mode!r}"})
+        _send(fd, {"ev": "error", "stage": "harness", "etype": "ValueError", "msg": f"unknown mode {mode!r}"})

@@ -8,26 +8,31 @@ Statuses (one per sample; the first failing suite decides):
 Expected outputs of call-based suites with ``outputs=None`` are computed by running the
 reference solution in the sandbox (EvalPlus style) and cached under the codistill cache keyed
 by a hash of everything that determines them. Time limits for those suites follow EvalPlus:
-per case ``max(min_time_limit, gt_time_limit_factor * reference time)`` on the time of the call
-itself (measured in the child, as EvalPlus times ``fn(*inp)``; the worker kills a case at twice
-its limit + 1 s, which also bounds encoding its output), per task ``min(max_task_timeout, sum) + 1``.
+per case ``max(min_time_limit, gt_time_limit_factor * reference time)``, per task
+``min(max_task_timeout, sum) + 1``. Unlike EvalPlus (which times ``fn(*inp)`` with the program's
+own clock, in the program's process), a case's time is measured by the sandbox worker, from one
+result line to the next: the call plus encoding its output, for the reference and the candidate
+alike; the worker kills a case when its limit runs out. Time a program spends before its first
+call (its module body) counts against the task timeout only, as in EvalPlus.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from codistill.execution.compare import CaseComparer, child_transform, stdout_matches
-from codistill.execution.sandbox import RunResult, Sandbox, SandboxConfig
+from codistill.execution.sandbox import MalformedResult, RunResult, Sandbox, SandboxConfig
 from codistill.execution.compare import is_floats
 from codistill.execution.wire import DIGEST_KEY, decode, digest, has_float, has_nonfinite, holds_number, is_digest
 from codistill.problems.schema import AssertTests, CallTests, Problem, StdioTests
 
-GT_FORMAT_VERSION = 2
+log = logging.getLogger(__name__)
+GT_FORMAT_VERSION = 3  # 3: case times measured by the worker
 EXCERPT = 300
 
 
@@ -145,16 +150,18 @@ class Judge:
             res = self.sandbox.run_call(p.solutions[0], s.fn_name, s.inputs, timeout=max(60.0, self.config.max_task_timeout),
                                         oracle=child_transform(s.oracle), allow_digest=digestible)
             outs, times, bad = [], [], []
-            cases = {m["i"]: m for m in res.lines if m.get("ev") == "case"}
             for i in range(len(s.inputs)):
-                m = cases.get(i)
-                if m is None or not m.get("ok"):
+                try:
+                    m = res.case(i)
+                except MalformedResult:
+                    m = None
+                if m is None or not m.get("ok") or "out" not in m:
                     bad.append(i)
                     outs.append(None)  # placeholder; listed in failed_cases
                     times.append(0.0)
                 else:
                     outs.append(m["out"])
-                    times.append(float(m.get("t", 0.0)))
+                    times.append(float(res.case_times.get(i, 0.0)))
             # Candidates may send digests of large outputs only for cases compared exactly
             # (no tolerance, no special oracle): see digest_cases.
             gt = {"outputs": outs, "times": times, "failed_cases": bad, "status": res.status,
@@ -237,12 +244,26 @@ class Judge:
                                     oracle=child_transform(s.oracle), allow_digest=allow_digest)
         n = len(s.inputs)
         out = {"total": n, "passed": 0, "time_s": res.time_s, "stderr": res.stderr}
-        cases = {m["i"]: m for m in res.lines if m.get("ev") == "case" and isinstance(m.get("i"), int)}
         cmp = CaseComparer(s.atol, s.oracle)
         float_cases, nonfinite_cases = self._expected_flags((problem.id, s.name), expected)
         for i in range(n):
-            m = cases.get(i)
+            try:
+                m = res.case(i)
+                if m is not None and m.get("ok"):
+                    got = m["out"]
+                    got_value = None if is_digest(got) else decode(got)
+            except Exception as e:  # noqa: BLE001 - bytes from the program that do not decode: its error
+                out["status"] = "error"
+                out["failure"] = {"suite": s.name, "case": i, "input": _excerpt(s.inputs[i]),
+                                  "error": f"unreadable result from the program ({type(e).__name__})"}
+                return out
             if m is None:
+                if res.timeout_case == i and limits and i < len(limits):
+                    out["status"] = "timeout"
+                    out["failure"] = {"suite": s.name, "case": i, "input": _excerpt(s.inputs[i]),
+                                      "error": f"the call took over {res.raw.get('case_time', limits[i]):.2f} s; "
+                                               f"limit {limits[i]:.2f} s"}
+                    return out
                 out["status"] = res.status if res.status != "ok" else "error"
                 out["failure"] = {"suite": s.name, "case": i, "input": _excerpt(s.inputs[i]),
                                   "error": _excerpt((res.error or {}).get("msg") or (res.error or {}).get("etype")
@@ -250,13 +271,8 @@ class Judge:
                 if res.error and res.error.get("etype"):
                     out["failure"]["error"] = _excerpt(f"{res.error['etype']}: {res.error.get('msg', '')}")
                 return out
-            if limits and i < len(limits) and isinstance(m.get("t"), (int, float)) and m["t"] > limits[i]:
-                out["status"] = "timeout"
-                out["failure"] = {"suite": s.name, "case": i, "input": _excerpt(s.inputs[i]),
-                                  "error": f"the call took {m['t']:.2f} s; limit {limits[i]:.2f} s"}
-                return out
             if not m.get("ok"):
-                etype = m.get("etype", "Error")
+                etype = str(m.get("etype", "Error"))
                 out["status"] = "memory" if etype == "MemoryError" else ("fail" if etype == "NotPlainValue" else "error")
                 out["failure"] = {"suite": s.name, "case": i, "input": _excerpt(s.inputs[i]),
                                   "error": _excerpt(f"{etype}: {m.get('msg', '')}")}
@@ -266,27 +282,30 @@ class Judge:
                 out["status"] = "sandbox_error"
                 out["failure"] = {"suite": s.name, "case": i, "error": "the reference solution failed on this case"}
                 return out
-            out_raw = m["out"]
-            if not s.oracle and i not in nonfinite_cases and out_raw == exp_raw:
+            if not s.oracle and i not in nonfinite_cases and got == exp_raw:
                 # equal encodings (exact types) => equal values; keep EvalPlus's atol side effect
                 if cmp.atol == 0 and i in float_cases:
                     cmp.atol = 1e-6
                 matched = True
-            elif is_digest(out_raw) or is_digest(exp_raw):
-                d_out = out_raw[DIGEST_KEY] if is_digest(out_raw) else digest(out_raw)
+            elif is_digest(got) or is_digest(exp_raw):
+                d_out = got[DIGEST_KEY] if is_digest(got) else digest(got)
                 d_exp = exp_raw[DIGEST_KEY] if is_digest(exp_raw) else digest(exp_raw)
                 matched = d_out == d_exp
             else:
-                matched = cmp(decode(s.inputs[i]), decode(out_raw), decode(exp_raw))
+                matched = cmp(decode(s.inputs[i]), got_value, decode(exp_raw))
             if not matched:
                 out["status"] = "fail"
                 out["failure"] = {"suite": s.name, "case": i, "input": _excerpt(s.inputs[i]),
-                                  "expected": _excerpt(exp_raw), "got": _excerpt(m["out"])}
+                                  "expected": _excerpt(exp_raw), "got": _excerpt(got)}
                 return out
             out["passed"] += 1
         if not res.completed and res.status == "ok":
             out["status"] = "error"
             out["failure"] = {"suite": s.name, "error": "the program ended before its tests finished"}
+            return out
+        if res.status not in ("ok",):  # e.g. a forged line after the last case
+            out["status"] = res.status
+            out["failure"] = {"suite": s.name, "error": _excerpt(_err_text(res))}
             return out
         out["status"] = "pass"
         return out
@@ -346,11 +365,13 @@ class Judge:
             except ValueError as e:
                 v = {"passed": False, "status": "error", "failure": {"error": str(e)}, "suites": {}, "time_s": 0.0, "stderr": ""}
             else:
-                v = self.judge(p, program)
-            rec = dict(smp)
-            for key, val in v.items():
-                rec[key if key not in smp else f"judge_{key}"] = val
-            return rec
+                try:
+                    v = self.judge(p, program)
+                except Exception as e:  # noqa: BLE001 - codistill's own failure: this sample only, named as such
+                    log.exception("judging %s failed", smp.get("task_id"))
+                    v = {"passed": False, "status": "sandbox_error", "suites": {}, "time_s": 0.0, "stderr": "",
+                         "failure": {"error": f"codistill failed to judge this sample: {type(e).__name__}: {e}"}}
+            return verdict_record(smp, v)
 
         return list(self._map(one, samples, "judging", progress))
 
@@ -366,6 +387,20 @@ class Judge:
                       TimeRemainingColumn(), transient=False) as bar:
             task = bar.add_task(label, total=len(items))
             return self.sandbox.map(fn, items, on_done=lambda _: bar.advance(task))
+
+
+def verdict_record(sample: dict, verdict: dict) -> dict:
+    """A sample's fields plus the judge's verdict. The judge's fields win: a sample field that
+    collides with one (``passed``, ``status``, ...) is kept as ``sample_<name>``, so no sample can
+    carry its own verdict into the record or the summary."""
+    rec = {}
+    for key, val in sample.items():
+        name = key
+        while name in verdict or (name != key and name in sample):
+            name = f"sample_{name}"
+        rec[name] = val
+    rec.update(verdict)
+    return rec
 
 
 def _err_text(res: RunResult) -> str:

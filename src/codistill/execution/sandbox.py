@@ -12,6 +12,7 @@ code never runs in this process. Use it as a context manager::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import queue
@@ -55,9 +56,22 @@ class SandboxConfig(BaseModel):
     tmpfs_mb: int = Field(512, ge=16, description="size of each worker's private /tmp (tmpfs), MiB")
     isolate_network: bool = Field(True, description="give workers their own empty network namespace")
     stdout_cap: int = Field(16 << 20, description="bytes of stdout kept for stdio tests")
+    packages: list[str] = Field(["numpy"], description="third-party packages programs may import (bound read-only "
+                                "into the sandbox); every other site-packages entry is hidden")
+    expose: list[str] = Field([], description="extra host paths programs may read (read-only binds)")
+    max_line_mb: int = Field(16, ge=1, description="largest result line (one case's output) a program may send, MiB")
+    max_result_mb: int = Field(64, ge=1, description="result data per program, MiB (the judge holds at most this much "
+                               "undecoded per running program, and decodes large lines one at a time)")
     uid_base: int | None = Field(
         None, description="worker i runs programs as uid/gid uid_base + i (root mode); default: "
         "derived from this process's pid so that concurrent sandboxes do not share uids")
+
+
+LAZY_BYTES = 1 << 20  # result lines longer than this are decoded only when read (RunResult.case)
+
+
+class MalformedResult(ValueError):
+    """Bytes from the untrusted child that do not decode to what the harness writes."""
 
 
 @dataclass
@@ -72,50 +86,98 @@ class RunResult:
     error: dict | None = None
     completed: bool = False  # the harness reached its end (nonce checked)
     raw: dict = field(default_factory=dict, repr=False)
+    case_times: dict[int, float] = field(default_factory=dict)  # per case, on the worker's clock
+    timeout_case: int | None = None  # the case whose time limit ran out, if one did
+
+    def case(self, i: int) -> dict | None:
+        """Result line of call-based case ``i`` (decoded now if it is large); None if absent.
+
+        Raises MalformedResult when the program's bytes are not a line the harness writes."""
+        m = next((m for m in self.lines if m.get("ev") == "case" and m.get("i") == i), None)
+        if m is None or "_raw" not in m:
+            return m
+        return _decode_line(m["_raw"], "case", i)
 
 
 class SandboxError(RuntimeError):
     pass
 
 
-def _parse_lines(payload: bytes) -> list[dict]:
-    """Result lines written by the untrusted child: parse, skip anything that is not a JSON object."""
+def _decode_line(raw: bytes, kind: str, i: int | None) -> dict:
+    """Decode one result line and check it says what the worker framed it as. Every failure --
+    bad UTF-8, bad or too deeply nested JSON, a non-object, disagreeing keys -- is MalformedResult."""
+    try:
+        msg = json.loads(raw)
+    except Exception as e:  # noqa: BLE001 - ValueError, RecursionError, MemoryError: all the program's
+        raise MalformedResult(f"unreadable result line ({type(e).__name__})") from None
+    if type(msg) is not dict or msg.get("ev") != kind or (kind == "case" and msg.get("i") != i):
+        raise MalformedResult("a result line that does not match its frame")
+    return msg
+
+
+def _parse_lines(payload: bytes, events: list) -> list[dict]:
+    """The child's result lines, as framed (kind, case index) by the worker. Small lines are decoded
+    now; large case lines stay raw until read. Raises MalformedResult."""
+    raws = payload.split(b"\n")
+    if raws and raws[-1] == b"":
+        raws.pop()
+    if len(raws) != len(events):
+        raise MalformedResult("result lines and their frames disagree")
     out = []
-    for raw in payload.split(b"\n"):
-        if not raw:
-            continue
-        try:
-            msg = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(msg, dict):
-            out.append(msg)
+    for raw, (kind, i, _dt) in zip(raws, events):
+        if len(raw) > LAZY_BYTES and kind == "case":
+            out.append({"ev": "case", "i": i, "_raw": raw})
+        else:
+            out.append(_decode_line(raw, kind, i))
     return out
+
+
+def _worker_stderr(f) -> str:
+    try:
+        f.seek(0)
+        text = f.read()[-4000:].decode("utf-8", "replace").strip()
+    except (OSError, ValueError):
+        return ""
+    return text
 
 
 class _Worker:
     def __init__(self, index: int, cfg: SandboxConfig):
+        import tempfile
+
         self.index = index
         base = cfg.uid_base if cfg.uid_base is not None else 200_000 + (os.getpid() % 100_000) * 64
         self.uid = base + index
-        wcfg = {"index": index, "uid": self.uid, "tmpfs_mb": cfg.tmpfs_mb, "isolate_network": cfg.isolate_network}
+        wcfg = {"index": index, "uid": self.uid, "tmpfs_mb": cfg.tmpfs_mb, "isolate_network": cfg.isolate_network,
+                "parent": os.getpid(), "packages": cfg.packages, "expose": cfg.expose}
         boot = (
             "import sys, json; sys.path[:0] = json.loads(sys.argv[2]); "
             "from codistill.execution.worker import main; main()"
         )
+        self.stderr = tempfile.TemporaryFile(prefix="codistill-worker-stderr-")
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-c", boot, json.dumps(wcfg), json.dumps([_SRC_DIR])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self.stderr,
             env=dict(SAFE_ENV),
             cwd="/",
             start_new_session=True,
         )
         line = self.proc.stdout.readline()
-        if not line:
-            raise SandboxError(f"sandbox worker {index} failed to start (exit {self.proc.poll()})")
-        hello = json.loads(line)
+        try:
+            hello = json.loads(line) if line else None
+        except ValueError:
+            hello = None
+        if not hello or not hello.get("ready"):
+            self.proc.kill()
+            code = self.proc.wait()
+            why = _worker_stderr(self.stderr) or "(it wrote nothing on stderr)"
+            raise SandboxError(
+                f"sandbox worker {index} failed to start (exit {code}). Its stderr:\n{why}\n"
+                f"The worker is `{sys.executable} -I` importing codistill from {_SRC_DIR}; check that this "
+                "interpreter can import codistill.execution.worker there (e.g. run that command by hand), and "
+                "that the process may create namespaces (see README: the sandbox).")
         self.isolation = hello.get("isolation", {})
 
     def call(self, job: dict) -> dict:
@@ -124,13 +186,17 @@ class _Worker:
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise SandboxError(f"sandbox worker {self.index} died (exit {self.proc.poll()})")
+            raise SandboxError(f"sandbox worker {self.index} died (exit {self.proc.poll()}): "
+                               f"{_worker_stderr(self.stderr)[-500:]}")
         header = json.loads(line)
         n = int(header.pop("payload_bytes", 0))
         payload = self.proc.stdout.read(n) if n else b""
         if len(payload) != n:
             raise SandboxError(f"sandbox worker {self.index} died mid-answer")
-        header["lines"] = _parse_lines(payload)
+        try:
+            header["lines"] = _parse_lines(payload, header.get("events", []))
+        except MalformedResult as e:
+            header["lines"], header["malformed"] = [], str(e)
         return header
 
     def close(self) -> None:
@@ -140,6 +206,7 @@ class _Worker:
         except Exception:  # noqa: BLE001
             self.proc.kill()
             self.proc.wait()
+        self.stderr.close()
 
 
 class Sandbox:
@@ -161,6 +228,8 @@ class Sandbox:
             self._workers.append(w)
             self._idle.put(w)
         self.isolation = self._workers[0].isolation
+        for problem in self.isolation.get("degraded", []):
+            logging.getLogger(__name__).warning("sandbox isolation degraded: %s", problem)
         return self
 
     @property
@@ -198,6 +267,8 @@ class Sandbox:
                 "nproc": cfg.nproc,
             },
             "stdout_cap": cfg.stdout_cap,
+            "max_line_bytes": cfg.max_line_mb << 20,
+            "max_result_bytes": cfg.max_result_mb << 20,
         }
         job.update(extra)
         return job
@@ -287,19 +358,30 @@ _SIGNAL_STATUS = {
 
 
 def classify(raw: dict, nonce: str) -> RunResult:
-    """Turn a worker's raw answer into a RunResult with a run-level status."""
+    """Turn a worker's raw answer into a RunResult with a run-level status.
+
+    Only the worker's own header can make a run a ``sandbox_error`` (codistill's failure); anything
+    the program wrote is read as the program's: a line it forged, reordered or garbled is an
+    ``error``."""
     lines = raw.get("lines", [])
     res = RunResult(status="ok", lines=lines, stdout=raw.get("stdout", ""), stderr=raw.get("stderr", ""),
                     time_s=raw.get("time_s", 0.0), raw=raw)
     res.completed = any(m.get("ev") == "done" and m.get("nonce") == nonce for m in lines)
+    res.case_times = {i: dt for kind, i, dt in raw.get("events", []) if kind == "case"}
+    res.timeout_case = raw.get("timeout_case")
     errors = [m for m in lines if m.get("ev") == "error"]
-    if raw.get("sandbox_error") or any(m.get("ev") == "sandbox_error" for m in lines):
+    if raw.get("sandbox_error"):
         res.status = "sandbox_error"
-        res.error = {"msg": raw.get("sandbox_error") or next(m for m in lines if m.get("ev") == "sandbox_error")["msg"]}
+        res.error = {"msg": raw["sandbox_error"]}
     elif raw.get("limit") == "timeout":
         res.status = "timeout"
     elif raw.get("limit") == "output_limit":
         res.status = "output_limit"
+        res.error = {"msg": raw.get("limit_what", "")}
+    elif raw.get("violation") or raw.get("malformed"):
+        res.status = "error"
+        res.error = {"msg": "the program wrote to codistill's result channel: "
+                     + (raw.get("violation") or raw.get("malformed"))}
     elif errors:
         err = errors[0]
         res.error = err

@@ -1,57 +1,60 @@
 """The sandbox worker: a long-lived, isolated process that runs one untrusted program per fork.
 
 Started by :class:`codistill.execution.sandbox.Sandbox` as a fresh interpreter (``python -I``)
-with a scrubbed environment. At start it isolates itself (see :func:`isolate`), then serves jobs
-read as JSON lines on stdin, answering one JSON line per job on stdout. For every program it
-forks a child (1-2 ms, instead of ~135 ms for a new interpreter) that:
+with a scrubbed environment. At start it imports everything the harness needs, then isolates
+itself: its own network, mount and PID namespaces (it is PID 1 of the latter), and an allow-list
+view of the filesystem (:mod:`.fsview`) into which it pivots. It then serves jobs read as JSON
+lines on stdin, answering one JSON header line plus the program's result lines per job on
+stdout. For every program it forks a child (1-2 ms, instead of ~135 ms for a new interpreter) that:
 
-1. starts a new session (its own process group),
-2. moves into a fresh working directory on a private, size-limited tmpfs,
-3. closes every inherited file descriptor except its result pipe, points stdin/stdout/stderr
-   at files in that directory (or /dev/null),
-4. sets rlimits (address space, CPU seconds, file size, open files, processes, no core dumps),
-5. when the worker runs as root: drops to a per-worker unprivileged uid/gid (so RLIMIT_NPROC is
-   enforced, host files owned by root cannot be changed, other processes cannot be signalled),
-6. runs the program and the tests, streaming one JSON line per test case to the result pipe.
+1. starts a new session (its own process group) and, where mounts are available, its own mount
+   namespace with a fresh tmpfs on ``/tmp``, ``/var/tmp`` and ``/dev/shm`` (nothing carries over
+   from one program to the next);
+2. gets stdin/stdout/stderr as anonymous memory files (``memfd``) created by the worker, which
+   reads them back through its own descriptors after the run (never by path), and the result
+   pipe as fd 3; every other descriptor is closed;
+3. sets rlimits (address space, CPU seconds, file size, open files, processes, no core dumps);
+4. when the worker runs as root: drops to a per-worker unprivileged uid/gid;
+5. reports "set up" on a private pipe it then closes, and runs the program and the tests.
 
-The worker never sees expected outputs for call-based and stdio tests: it returns what the
-program produced, and the trusted parent compares. This module imports only the stdlib.
+The worker is the only judge of time and framing: it timestamps every result line when it
+arrives, checks each call-based case against its limit on that clock (the program's own clocks
+are never consulted), accepts only the lines the harness writes in the order it writes them, and
+caps their size. This module imports only the stdlib.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
+import re
 import resource
 import select
 import signal
 import sys
 import time
 
+from codistill.execution import fsview
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MS_NOSUID = 2
-MS_NODEV = 4
+PR_SET_PDEATHSIG = 1
 
 SANDBOX_UID_DEFAULT = 61000  # worker runs its children as this uid/gid unless told otherwise (root mode)
-MAX_RESULT_BYTES = 256 << 20
 EXCERPT = 2000
+# A result line as the harness writes it: json.dumps of a dict whose first keys are ev (and i).
+_EVENT = re.compile(rb'\{"ev": "(loaded|case|done|error)"(?:, "i": (\d{1,9}))?[,}]')
 
 _PREIMPORT = (
     "math re heapq collections itertools functools string bisect typing random hashlib "
-    "statistics fractions decimal operator copy array datetime json"
+    "statistics fractions decimal operator copy array datetime json traceback base64 types"
 ).split()
 
 
-# --------------------------------------------------------------------------------------------
-# Isolation of the worker itself
-# --------------------------------------------------------------------------------------------
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
@@ -60,18 +63,9 @@ def _unshare(flags: int) -> bool:
     return _libc().unshare(flags) == 0
 
 
-def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> bool:
-    libc = _libc()
-    res = libc.mount(
-        source.encode(),
-        target.encode(),
-        fstype.encode() if fstype else None,
-        ctypes.c_ulong(flags),
-        data.encode() if data else None,
-    )
-    return res == 0
-
-
+# --------------------------------------------------------------------------------------------
+# Isolation of the worker itself
+# --------------------------------------------------------------------------------------------
 def isolate(cfg: dict) -> dict:
     """Give the worker its own network and mount namespaces where the OS allows.
 
@@ -79,7 +73,6 @@ def isolate(cfg: dict) -> dict:
     """
     info = {"root": os.geteuid() == 0, "network": False, "mounts": False, "uid_drop": False}
     flags = CLONE_NEWNS | (CLONE_NEWNET if cfg.get("isolate_network", True) else 0)
-    ok = False
     if info["root"]:
         ok = _unshare(flags)
     else:
@@ -87,62 +80,15 @@ def isolate(cfg: dict) -> dict:
         ok = _unshare(CLONE_NEWUSER | flags)
     if ok:
         info["network"] = bool(flags & CLONE_NEWNET)
-        if _mount("none", "/", None, MS_REC | MS_PRIVATE, None):
-            size = int(cfg.get("tmpfs_mb", 512))
-            good = True
-            for target in ("/tmp", "/var/tmp", "/dev/shm"):
-                if os.path.isdir(target):
-                    good &= _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size}m,mode=1777")
-            info["mounts"] = good
-    info["uid_drop"] = False
-    if info["root"]:
-        if info["mounts"]:
-            _expose_interpreter()
-        uid = int(cfg.get("uid", SANDBOX_UID_DEFAULT))
-        info["uid_drop"] = _can_run_as(uid)
-        if not info["uid_drop"]:
-            info["uid_drop_problem"] = "the interpreter is not readable by an unprivileged uid"
+        try:
+            fsview.mount("none", "/", None, fsview.MS_REC | fsview.MS_PRIVATE)
+            info["mounts"] = True
+        except OSError:
+            pass
     return info
 
 
-def _needed_paths() -> list[str]:
-    paths = {sys.prefix, sys.exec_prefix, sys.base_prefix, *sys.path}
-    return sorted(os.path.realpath(p) for p in paths if p and os.path.exists(p))
-
-
-def _expose_interpreter() -> None:
-    """Let an unprivileged uid reach the interpreter when an ancestor (e.g. /root, mode 700) bars it.
-
-    In the worker's private mount namespace only: the barring directory is covered by a small
-    tmpfs (mode 755) into which just the needed child entries are bind-mounted back. The rest
-    of that directory (e.g. the rest of /root) stays out of the sandbox's sight.
-    """
-    blocked: dict[str, set[str]] = {}
-    for p in _needed_paths():
-        cur = "/"
-        for part in [x for x in p.split("/") if x]:
-            if not (os.stat(cur).st_mode & 0o001):
-                blocked.setdefault(cur, set()).add(part)
-                break
-            cur = os.path.join(cur, part)
-    for j, (top, children) in enumerate(sorted(blocked.items())):
-        stash = f"/tmp/.codistill-host{j}"
-        os.makedirs(stash, exist_ok=True)
-        os.chmod(stash, 0o700)
-        if not _mount(top, stash, None, MS_BIND | MS_REC, None):
-            continue
-        if not _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755"):
-            continue
-        for child in children:
-            src, dst = os.path.join(stash, child), os.path.join(top, child)
-            if os.path.isdir(src):
-                os.makedirs(dst, exist_ok=True)
-            else:
-                open(dst, "a").close()
-            _mount(src, dst, None, MS_BIND | MS_REC, None)
-
-
-def _can_run_as(uid: int) -> bool:
+def _can_run_as(uid: int, dirs: list[str]) -> bool:
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -150,7 +96,7 @@ def _can_run_as(uid: int) -> bool:
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
-            for p in _needed_paths():
+            for p in dirs:
                 if os.path.isdir(p):
                     os.listdir(p)
             code = 0
@@ -161,7 +107,7 @@ def _can_run_as(uid: int) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# The child: limits, privileges, then the untrusted program
+# The child: scratch space, limits, privileges, then the untrusted program
 # --------------------------------------------------------------------------------------------
 def _apply_limits(lim: dict) -> None:
     mb = 1 << 20
@@ -182,33 +128,29 @@ def _apply_limits(lim: dict) -> None:
         setl(resource.RLIMIT_NPROC, int(lim["nproc"]))
 
 
-def _child_main(job: dict, wfd: int, workdir: str, uid: int | None) -> None:
-    """Runs in the forked child. Never returns: always ends with os._exit."""
+def _child_main(job: dict, fds: dict, uid: int | None, workdir: str | None, tmpfs_mb: int) -> None:
+    """Runs in the forked child. Never returns: always ends with os._exit.
+
+    Until the program starts, failures are codistill's: reported on the setup pipe (fd 4), which
+    is closed before the program runs, so the program cannot claim to be an infrastructure fault.
+    """
     try:
         os.setsid()
-        os.chdir(workdir)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        stdin_path = job.get("_stdin_path") or os.devnull
-        out_path = os.path.join(workdir, "stdout") if job.get("capture_stdout") else os.devnull
-        fd_in = os.open(stdin_path, os.O_RDONLY)
-        fd_out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        fd_err = os.open(os.path.join(workdir, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(fd_in, 0)
-        os.dup2(fd_out, 1)
-        os.dup2(fd_err, 2)
-        # Keep only stdio and the result pipe (moved to fd 3).
-        os.dup2(wfd, 3)
-        os.closerange(4, 65536)
-        for fd in (fd_in, fd_out, fd_err, wfd):
-            if fd > 3:
-                pass  # closed by closerange above
-        if uid is not None:
+        if workdir is None:
+            fsview.fresh_scratch(tmpfs_mb)
+            workdir = "/tmp"
+        os.chdir(workdir)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        # Move every source out of the way first, so that no dup2 below overwrites another source.
+        order = [fds["stdin"], fds["stdout"], fds["stderr"], fds["result"], fds["setup"]]
+        high = [fcntl.fcntl(devnull if fd is None else fd, fcntl.F_DUPFD, 1000 + k) for k, fd in enumerate(order)]
+        for target, fd in enumerate(high):
+            os.dup2(fd, target)
+        os.closerange(5, 65536)
+        if uid is not None and workdir != "/tmp":
             os.chown(workdir, uid, uid)
-            for name in ("stdout", "stderr"):
-                p = os.path.join(workdir, name)
-                if os.path.exists(p):
-                    os.chown(p, uid, uid)
         _apply_limits(job["limits"])
         if uid is not None:
             os.setgroups([])
@@ -223,17 +165,24 @@ def _child_main(job: dict, wfd: int, workdir: str, uid: int | None) -> None:
         sys.stderr = open(2, "w", closefd=False)
         from codistill.execution import harness
 
-        harness.run(job, 3)
-    except BaseException as e:  # noqa: BLE001 - report anything, then leave
+        for name in [m for m in sys.modules if m.split(".")[0] == "codistill"]:
+            del sys.modules[name]  # the program gets no handle on codistill by import (its files are not in view)
+        os.write(4, b"OK")
+        os.close(4)
+    except BaseException as e:  # noqa: BLE001 - codistill's own failure, before the program
         try:
-            os.write(3, (json.dumps({"ev": "sandbox_error", "msg": f"{type(e).__name__}: {e}"}) + "\n").encode())
-        except Exception:
-            pass
+            os.write(4, f"ERR {type(e).__name__}: {e}".encode()[:2000])
+        finally:
+            os._exit(70)
+    try:
+        harness.run(job, 3)
+    except BaseException:  # noqa: BLE001 - the program's doing; the verdict shows it
+        pass
     finally:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
-        except BaseException:
+        except BaseException:  # noqa: BLE001
             pass
         os._exit(0)
 
@@ -255,7 +204,7 @@ def _become_pid_namespace_init() -> bool:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _, status = os.waitpid(pid, 0)
         os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
-    _libc().prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    _libc().prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
     return os.getpid() == 1
 
 
@@ -295,132 +244,245 @@ def _kill_all(pid: int, uid: int | None, pid_ns: bool = False) -> None:
     os.waitpid(helper, 0)
 
 
-def _read_excerpt(path: str, limit: int = EXCERPT) -> str:
+def _read_fd(fd: int, limit: int) -> str:
+    """The first ``limit`` bytes of a memory file the program wrote, read through our own fd."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
+        data = os.pread(fd, limit + 1, 0)
     except OSError:
         return ""
     text = data[:limit].decode("utf-8", "replace")
     return text + ("…[truncated]" if len(data) > limit else "")
 
 
-def run_one(job: dict, scratch: str, uid: int | None, seq: int, pid_ns: bool = False) -> dict:
+def _memfd(name: str, content: bytes | None = None) -> int:
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    if content:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+class _Reader:
+    """Frames, timestamps and checks the child's result lines as they arrive."""
+
+    def __init__(self, job: dict, t0: float):
+        self.limits = job.get("case_limits") or None
+        self.max_line = int(job.get("max_line_bytes", 16 << 20))
+        self.max_total = int(job.get("max_result_bytes", 64 << 20))
+        self.buf = bytearray()
+        self.line_start = 0
+        self.scan_from = 0
+        self.accepted_end = 0
+        self.events: list[list] = []
+        self.phase = "start"
+        self.next_case = 0
+        self.last = t0
+        self.case_deadline: float | None = None
+        self.reason: str | None = None
+        self.detail: dict = {}
+
+    def _stop(self, reason: str, **detail) -> None:
+        self.reason = reason
+        self.detail.update(detail)
+
+    def feed(self, chunk: bytes, now: float) -> None:
+        self.buf += chunk
+        if len(self.buf) > self.max_total:
+            return self._stop("output_limit", what=f"result data over {self.max_total} bytes")
+        while self.reason is None and (nl := self.buf.find(b"\n", self.scan_from)) >= 0:
+            line = bytes(self.buf[self.line_start:nl])
+            self.line_start = self.scan_from = nl + 1
+            self._line(line, now)
+        if self.reason is None:
+            self.scan_from = len(self.buf)
+            if len(self.buf) - self.line_start > self.max_line:
+                self._stop("output_limit", what=f"a result line over {self.max_line} bytes")
+
+    def _line(self, line: bytes, now: float) -> None:
+        if len(line) > self.max_line:
+            return self._stop("output_limit", what=f"a result line over {self.max_line} bytes")
+        m = _EVENT.match(line)
+        if m is None:
+            return self._stop("protocol", what="a line the harness does not write")
+        kind, i = m.group(1).decode(), (int(m.group(2)) if m.group(2) else None)
+        dt = now - self.last
+        if kind == "loaded":
+            if self.phase != "start":
+                return self._stop("protocol", what="a second 'loaded' line")
+            self.phase = "cases"
+        elif kind == "case":
+            if self.phase != "cases" or i != self.next_case:
+                return self._stop("protocol", what=f"case {i} out of order (expected {self.next_case})")
+            if self.limits and i < len(self.limits) and dt > float(self.limits[i]):
+                return self._stop("timeout", timeout_case=i, case_time=round(dt, 4))
+            self.next_case += 1
+        else:  # done | error
+            if self.phase == "end":
+                return self._stop("protocol", what=f"a '{kind}' line after the end")
+            self.phase = "end"
+        self.events.append([kind, i, round(dt, 6)])
+        self.last = now
+        self.accepted_end = self.line_start
+        self.case_deadline = None
+        if self.limits and self.phase == "cases" and self.next_case < len(self.limits):
+            self.case_deadline = now + float(self.limits[self.next_case])
+
+    def payload(self) -> bytes:
+        return bytes(self.buf[:self.accepted_end])
+
+
+def run_one(job: dict, uid: int | None, workdir: str | None, tmpfs_mb: int, pid_ns: bool = False) -> tuple[dict, bytes]:
     """Fork a child for one program, enforce time limits, collect its result lines."""
-    workdir = os.path.join(scratch, f"job{seq}")
-    os.makedirs(workdir, mode=0o700)
-    if job.get("stdin") is not None:
-        path = os.path.join(workdir, "stdin")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(job["stdin"])
-        job["_stdin_path"] = path
-        if uid is not None:
-            os.chown(path, uid, uid)
-    rfd, wfd = os.pipe()
+    stdin = job.get("stdin")
+    fds = {"stdin": _memfd("stdin", stdin.encode("utf-8")) if stdin is not None else None,
+           "stdout": _memfd("stdout") if job.get("capture_stdout") else None,
+           "stderr": _memfd("stderr")}
+    rfd, fds["result"] = os.pipe()
+    sfd, fds["setup"] = os.pipe()
     t0 = time.monotonic()
     pid = os.fork()
     if pid == 0:
         os.close(rfd)
-        _child_main(job, wfd, workdir, uid)
-    os.close(wfd)
+        os.close(sfd)
+        _child_main(job, fds, uid, workdir, tmpfs_mb)
+    os.close(fds["result"])
+    os.close(fds["setup"])
 
-    timeout = float(job["timeout_s"])
-    case_limits = job.get("case_limits")  # per case seconds (EvalPlus style), optional
-    deadline = t0 + timeout
-    case_deadline = None
-    buf = bytearray()
-    line_start = scan_from = 0
-    reason = None
-    n_cases = 0
+    deadline = t0 + float(job["timeout_s"])
+    reader = _Reader(job, t0)
     # Watch the child itself too: a background process it left holding the pipe must not
     # keep the run alive after the program has finished.
     pidfd = os.pidfd_open(pid)
     child_done = False
-    while True:
+    while reader.reason is None:
         now = time.monotonic()
-        limit_at = deadline if case_deadline is None else min(deadline, case_deadline)
-        wait = limit_at - now
-        if wait <= 0:
-            reason = "timeout"
+        limit_at = deadline if reader.case_deadline is None else min(deadline, reader.case_deadline)
+        if limit_at - now <= 0:
+            if reader.case_deadline is not None and reader.case_deadline <= deadline:
+                reader._stop("timeout", timeout_case=reader.next_case, case_time=round(now - reader.last, 4))
+            else:
+                reader._stop("timeout")
             break
-        ready, _, _ = select.select([rfd, pidfd], [], [], 0 if child_done else wait)
+        ready, _, _ = select.select([rfd, pidfd], [], [], 0 if child_done else limit_at - now)
         if rfd in ready:
             chunk = os.read(rfd, 1 << 16)
             if not chunk:
                 break  # every holder of the pipe is gone
+            reader.feed(chunk, time.monotonic())
         elif child_done:
             break  # child exited and the pipe is drained
-        else:
-            if pidfd in ready:
-                child_done = True
-            continue
-        buf += chunk
-        if len(buf) > MAX_RESULT_BYTES:
-            reason = "output_limit"
-            break
-        # Lines are forwarded to the trusted parent unparsed; only their kind is looked at here
-        # (the harness writes '{"ev": "<kind>", ...', json.dumps keeps key order).
-        while (nl := buf.find(b"\n", scan_from)) >= 0:
-            line = bytes(buf[line_start:nl])
-            line_start = scan_from = nl + 1
-            if case_limits and line.startswith(b'{"ev": "called"'):
-                case_deadline = None  # the call returned a large output; encoding it is bounded by the task timeout
-            elif case_limits and (line.startswith(b'{"ev": "case"') or line.startswith(b'{"ev": "loaded"')):
-                if line.startswith(b'{"ev": "case"'):
-                    n_cases += 1
-                if n_cases < len(case_limits):
-                    # Backstop only: the case's own limit is checked by the judge on the call
-                    # time the child reports; this bound also covers encoding the output.
-                    case_deadline = time.monotonic() + 2 * float(case_limits[n_cases]) + 1.0
-                else:
-                    case_deadline = None
-        scan_from = len(buf)
+        elif pidfd in ready:
+            child_done = True
     os.close(pidfd)
     elapsed = time.monotonic() - t0
-    if reason:
+    if reader.reason:
         os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     _kill_all(pid, uid, pid_ns)
     os.close(rfd)
-    payload = bytes(buf[:line_start])  # complete lines only
+    setup = b""
+    while chunk := os.read(sfd, 4096):  # no writer is left: the child closed it or is dead
+        setup += chunk
+    os.close(sfd)
+    payload = reader.payload()
+    limit = reader.reason if reader.reason in ("timeout", "output_limit") else None
     result = {
         "id": job.get("id"),
         "payload_bytes": len(payload),
+        "events": reader.events,
         "time_s": round(elapsed, 4),
-        "limit": reason,
+        "limit": limit,
         "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-        "stderr": _read_excerpt(os.path.join(workdir, "stderr")),
+        "stderr": _read_fd(fds["stderr"], EXCERPT),
     }
-    if job.get("capture_stdout"):
-        cap = int(job.get("stdout_cap", 16 << 20))
-        out = _read_excerpt(os.path.join(workdir, "stdout"), cap)
-        result["stdout"] = out
-    _rmtree(workdir)
+    if reader.reason == "protocol":
+        result["violation"] = reader.detail.get("what", "")
+    elif reader.reason == "output_limit":
+        result["limit_what"] = reader.detail.get("what", "")
+    for k in ("timeout_case", "case_time"):
+        if k in reader.detail:
+            result[k] = reader.detail[k]
+    if not setup.startswith(b"OK"):
+        result["sandbox_error"] = setup[4:].decode("utf-8", "replace") if setup.startswith(b"ERR ") else \
+            f"the sandboxed child died while being set up (status {status})"
+        result["payload_bytes"], payload = 0, b""
+    if fds["stdout"] is not None:
+        result["stdout"] = _read_fd(fds["stdout"], int(job.get("stdout_cap", 16 << 20)))
+    for fd in (fds["stdin"], fds["stdout"], fds["stderr"]):
+        if fd is not None:
+            os.close(fd)
     return result, payload
 
 
 def _rmtree(path: str) -> None:
     import shutil
 
-    shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(path, ignore_errors=True)  # symlink-safe (fd-based) on Linux
+
+
+def _die_with(parent: int) -> None:
+    """End this worker when the process that started it dies (even by SIGKILL)."""
+    _libc().prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(1)
 
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
+    _die_with(int(cfg.get("parent", os.getppid())))
     index = int(cfg.get("index", 0))
-    info = isolate(cfg)
-    info["pid_ns"] = _become_pid_namespace_init()
-    uid = int(cfg.get("uid", SANDBOX_UID_DEFAULT)) if info["uid_drop"] else None
-    info["uid"] = uid
-    scratch = os.path.join("/tmp", f"codistill-worker{index}-{os.getpid()}")
-    os.makedirs(scratch, mode=0o711, exist_ok=True)
+    # Import everything the children need while the host filesystem is still in view.
     for name in _PREIMPORT:
         try:
             __import__(name)
         except ImportError:
             pass
     from codistill.execution import harness  # noqa: F401  (warm for the children)
+
+    view = fsview.plan(list(cfg.get("packages", [])), list(cfg.get("expose", [])))
+    info = isolate(cfg)
+    info["pid_ns"] = _become_pid_namespace_init()
+    info["fs_view"] = "host"
+    info["proc"] = "host"
+    info["scratch"] = "per-worker directory"
+    degraded = []
+    if info["mounts"]:
+        try:
+            done = fsview.build(view, "/tmp", pid_ns=info["pid_ns"])
+            info["fs_view"] = "allow-list"
+            info["proc"] = done["proc"]
+            info["scratch"] = "fresh tmpfs per program"
+        except OSError as e:
+            degraded.append(f"allow-list filesystem view failed ({e}): programs see the host's files")
+    else:
+        degraded.append("no mount namespace: programs see the host's files and share a scratch directory")
+    if view["missing_packages"]:
+        degraded.append(f"packages not found, not importable in the sandbox: {view['missing_packages']}")
+    info["packages"] = [os.path.basename(p) for p in view["packages"]]
+    if info["root"]:
+        uid = int(cfg.get("uid", SANDBOX_UID_DEFAULT))
+        info["uid_drop"] = _can_run_as(uid, view["py_dirs"])
+        if not info["uid_drop"]:
+            degraded.append("the interpreter is not readable by an unprivileged uid: programs run as root")
+    else:
+        degraded.append("not root: programs run as this user (no uid drop, no per-sandbox process limit)")
+    if not info["pid_ns"]:
+        degraded.append("no PID namespace: host processes are visible, setsid() escapees are killed by uid only")
+    if not info["network"]:
+        degraded.append("no network namespace: programs can reach the network")
+    info["degraded"] = degraded
+    uid = int(cfg.get("uid", SANDBOX_UID_DEFAULT)) if info["uid_drop"] else None
+    info["uid"] = uid
+    scratch = None
+    if info["scratch"] != "fresh tmpfs per program":
+        import tempfile
+
+        scratch = tempfile.mkdtemp(prefix=f"codistill-worker{index}-")
+        os.chmod(scratch, 0o711)
+    tmpfs_mb = int(cfg.get("tmpfs_mb", 512))
 
     out = sys.stdout.buffer
     out.write((json.dumps({"ready": True, "isolation": info, "pid": os.getpid()}) + "\n").encode())
@@ -431,15 +493,22 @@ def main() -> None:
             continue
         job = json.loads(raw)
         seq += 1
+        workdir = None
         try:
-            res, payload = run_one(job, scratch, uid, seq, bool(info.get("pid_ns")))
+            if scratch is not None:
+                workdir = os.path.join(scratch, f"job{seq}")
+                os.makedirs(workdir, mode=0o700)
+            res, payload = run_one(job, uid, workdir, tmpfs_mb, bool(info.get("pid_ns")))
         except Exception as e:  # noqa: BLE001
             res, payload = {"id": job.get("id"), "payload_bytes": 0, "sandbox_error": f"{type(e).__name__}: {e}"}, b""
+        if workdir is not None:
+            _rmtree(workdir)
         # A JSON header line, then exactly payload_bytes of raw result lines from the child.
         out.write((json.dumps(res) + "\n").encode())
         out.write(payload)
         out.flush()
-    _rmtree(scratch)
+    if scratch is not None:
+        _rmtree(scratch)
 
 
 if __name__ == "__main__":

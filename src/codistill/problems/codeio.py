@@ -226,7 +226,10 @@ def _build_cases(sb, rec: dict, n: int, seed: int, timeout: float) -> dict:
         if r.status in ("error", "syntax_error") and r.error:
             reason = f"{r.status}: {r.error.get('etype', '')}".rstrip(": ")
         return {"ok": False, "reason": reason}
-    case = next((m for m in r.lines if m.get("ev") == "case"), None)
+    try:
+        case = r.case(0)
+    except ValueError:  # MalformedResult: the reference's own output did not decode
+        case = None
     if case is None:
         return {"ok": False, "reason": "no result"}
     if not case.get("ok"):
