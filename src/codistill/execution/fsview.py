@@ -144,8 +144,10 @@ def build(view: dict, root: str = "/tmp", pid_ns: bool = True) -> dict:
     binds: list[str] = [p for p, (kind, _) in view["os"].items() if kind == "dir"]
     binds += view["py_dirs"] + view["extra"]
     binds = sorted(set(binds), key=lambda p: (p.count("/"), p))
+    isdir: dict[str, bool] = {}
     for p in binds + view["packages"] + [f"/dev/{n}" for n in _DEV_NODES if os.path.exists(f"/dev/{n}")]:
         src(p)
+        isdir[p] = os.path.isdir(p)  # now: the tmpfs below may cover the path
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=0755")
 
     def target(path: str, is_dir: bool = True) -> str:
@@ -167,7 +169,7 @@ def build(view: dict, root: str = "/tmp", pid_ns: bool = True) -> dict:
         if kind == "link":
             os.symlink(dest, root + p)
     for p in binds:
-        bind_ro(p, os.path.isdir(p))
+        bind_ro(p, isdir[p])
     # Cover every site-packages inside the view; bind the allowed packages back.
     for sd in view["site_dirs"]:
         t = root + sd
@@ -176,10 +178,10 @@ def build(view: dict, root: str = "/tmp", pid_ns: bool = True) -> dict:
         mount("tmpfs", t, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
         for pkg in view["packages"]:
             if os.path.dirname(pkg) == sd:
-                target(pkg, os.path.isdir(pkg))
+                target(pkg, isdir[pkg])
         mount(None, t, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     for pkg in view["packages"]:
-        bind_ro(pkg, os.path.isdir(pkg))
+        bind_ro(pkg, isdir[pkg])
     # /dev: a few nodes, the fd links, a shm mount point
     os.makedirs(root + "/dev", mode=0o755)
     for n in _DEV_NODES:
@@ -207,6 +209,37 @@ def build(view: dict, root: str = "/tmp", pid_ns: bool = True) -> dict:
         raise OSError(ctypes.get_errno(), "could not detach the host root")
     os.chdir("/")
     return done
+
+
+def probe(view: dict) -> str | None:
+    """Try :func:`build` in a throw-away process and mount namespace; None if it works, else why.
+
+    A failure half-way would leave the worker's own view inconsistent, so the worker only builds
+    for real once a probe has succeeded (and otherwise keeps the host's view, reported degraded)."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(rfd)
+            if _libc().unshare(0x00020000) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+            mount("none", "/", None, MS_REC | MS_PRIVATE)
+            build(view, "/tmp", pid_ns=False)
+        except BaseException as e:  # noqa: BLE001
+            os.write(wfd, f"{type(e).__name__}: {e}".encode()[:1000])
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    msg = b""
+    while chunk := os.read(rfd, 4096):
+        msg += chunk
+    os.close(rfd)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return None
+    return msg.decode("utf-8", "replace") or f"the probe died (status {status})"
 
 
 def fresh_scratch(size_mb: int) -> None:

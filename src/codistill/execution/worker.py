@@ -450,13 +450,14 @@ def main() -> None:
     info["scratch"] = "per-worker directory"
     degraded = []
     if info["mounts"]:
-        try:
+        why = fsview.probe(view)
+        if why is None:
             done = fsview.build(view, "/tmp", pid_ns=info["pid_ns"])
             info["fs_view"] = "allow-list"
             info["proc"] = done["proc"]
             info["scratch"] = "fresh tmpfs per program"
-        except OSError as e:
-            degraded.append(f"allow-list filesystem view failed ({e}): programs see the host's files")
+        else:
+            degraded.append(f"allow-list filesystem view failed ({why}): programs see the host's files")
     else:
         degraded.append("no mount namespace: programs see the host's files and share a scratch directory")
     if view["missing_packages"]:
