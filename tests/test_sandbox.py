@@ -138,13 +138,13 @@ def test_per_case_time_limit(sandbox):
     prog = "import time\ndef f(x):\n    time.sleep(x)\n    return x\n"
     r = sandbox.run_call(prog, "f", [[0.01], [5.0], [0.01]], timeout=10, case_limits=[0.5, 0.5, 0.5])
     assert r.status == "timeout"
-    assert r.time_s < 3.0  # killed at the backstop (2 x limit + 1 s), not at the 10 s task timeout
+    assert r.time_s < 3.0  # killed when the case's limit ran out, not at the 10 s task timeout
     assert [m["i"] for m in r.lines if m.get("ev") == "case"] == [0]
 
 
 def test_case_limit_applies_to_the_call_time(judge):
-    """The EvalPlus-style per-case limit is checked on the call's own time (as EvalPlus times
-    fn(*inp)), so slow output encoding does not count, but a slow call does."""
+    """The EvalPlus-style per-case limit is checked on the worker's clock, per case (a slow call
+    fails its case; the same calls within their limits pass)."""
     prog = "import time\ndef f(x):\n    time.sleep(x)\n    return x\n"
     p = Problem(id="t/1", source="t", prompt="", entry_point="f",
                 tests=[CallTests(fn_name="f", inputs=[[0.01], [0.6]], outputs=[0.01, 0.6], time_limits=[0.3, 0.3])])

@@ -3,6 +3,8 @@
 Results go as JSON lines to the result pipe (fd 3):
 ``{"ev":"loaded"}`` once the program's module body ran; ``{"ev":"case","i":i,...}`` per
 call-based case; ``{"ev":"done","nonce":...}`` once all tests ran; or ``{"ev":"error",...}``.
+The program can write to that pipe too: the worker accepts only these lines, in this order, and
+times them itself (see :mod:`.worker`); nothing here is trusted for a verdict's timing.
 
 Modes:
 * ``call``  -- call ``fn_name(*args)`` per case and send the wire-encoded return value. The
