@@ -127,6 +127,28 @@ def test_interrupted_generation_resumes(tiny_llama_dir, tmp_path):
     assert res["benchmarks"]["humaneval"]["tasks"] == 3
 
 
+def test_progress_lines_for_a_log_file(tiny_llama_dir, tmp_path, caplog, capsys):
+    """Generation and judging log prompts/samples done of total, rate and ETA as plain lines
+    (codistill.progress); with no terminal there is no bar and no escape code."""
+    import logging
+
+    from codistill.evaluation.run import EvalConfig, run_eval
+
+    cfg = EvalConfig(model=str(tiny_llama_dir), benchmarks=["humaneval"], limit=3, max_new_tokens=4,
+                     batch_size=2, prompt_mode="completion", perplexity=False, token_nll=False,
+                     backend_options={"num_threads": 1})
+    with caplog.at_level(logging.INFO, logger="codistill.evaluation.run"):
+        run_eval(cfg, tmp_path / "r", progress=True)
+    lines = [r.getMessage() for r in caplog.records if r.name == "codistill.evaluation.run"]
+    gen = [x for x in lines if x.startswith("generate: ")]
+    assert gen[0] == "generate: 0/3 prompts (0%), starting"
+    assert gen[-1].startswith("generate: 3/3 prompts, ") and " prompts/s, done in " in gen[-1] and "tok/s" in gen[-1]
+    judged = [x for x in lines if x.startswith("judge humaneval: ")]
+    assert judged[0].startswith("judge humaneval: 0/3 samples") and judged[-1].startswith("judge humaneval: 3/3 samples, ")
+    assert " passed" in judged[-1]
+    assert "\x1b[" not in capsys.readouterr().err
+
+
 def test_mis_paired_fences_still_give_the_code():
     """A fine-tuned 0.5B answered "```\n```\n<code>\n```" (8 of 128 HumanEval answers): the regex
     pairs the first two fences into an empty block; the code between the later fences is used."""

@@ -492,3 +492,17 @@ def test_template_echo_is_rejected(tmp_path, server):
     rec = next(read_jsonl(tmp_path / "run" / "contexts.jsonl"))
     assert rec["valid"] and rec["attempts"] == 2
     assert rec["attempt_log"][0]["reason"].startswith("copies the template text")
+
+
+def test_progress_lines_for_a_log_file(tmp_path, server, caplog):
+    """teach logs rows done/total, rate and ETA as plain lines (codistill.progress): at the start,
+    at least every 30 s, and at the end, so a plain log file shows where the stage is."""
+    import logging
+
+    ds = _dataset(tmp_path / "data", [_problem(p) for p in ("good", "retry", "leak")])
+    with caplog.at_level(logging.INFO, logger="codistill.teacher.teach"):
+        teach(_cfg(tmp_path, server.url, ds))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("teach: ")]
+    assert lines[0].startswith("teach: 0/3 rows (0%), starting, teacher calls 0")
+    assert lines[-1].startswith("teach: 3/3 rows, ") and " rows/s, done in " in lines[-1]
+    assert "teacher calls" in lines[-1] and "cache hits" in lines[-1]

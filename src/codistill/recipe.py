@@ -61,7 +61,8 @@ class ServeSpec(BaseModel):
     model: str = Field("qwen2.5-coder-1.5b", description="packaged teacher name or .gguf path")
     n_parallel: int = Field(4, ge=1, description="parallel slots (the teach stage's concurrency follows)")
     ctx: int = Field(3072, ge=256, description="context tokens per slot")
-    threads: int | None = Field(None, ge=1, description="CPU threads (default: idle cores)")
+    threads: int | None = Field(None, ge=1, description="CPU threads (default: the usable cores, fewer when "
+                                "other processes keep some busy now; codistill.cpu.default_threads)")
 
 
 class ArmSpec(BaseModel):

@@ -48,13 +48,6 @@ from codistill.backends.base import (  # noqa: E402
 __all__ = ["HFGenerator", "StopOnStrings"]
 
 
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class StopOnStrings(StoppingCriteria):
     """Per-row stop: a row is done once the text generated after ``prompt_len`` holds a stop
     string. Only the last few tokens are decoded each step (enough to cover the longest stop)."""
@@ -92,7 +85,8 @@ class HFGenerator(Generator):
         batch_size: rows per forward batch (a prompt with ``n`` samples takes ``n`` rows).
         prompt_mode: "auto" | "chat" | "completion".
         system_prompt: optional system message in chat mode (else the template's default).
-        num_threads: torch intra-op threads; default: the CPUs this process may use.
+        num_threads: torch intra-op threads; default: :func:`codistill.cpu.default_threads`
+            (the physical cores this process may use, less those others keep busy now).
         device: "cpu", "cuda", ...; default cuda when available.
     """
 
@@ -116,9 +110,12 @@ class HFGenerator(Generator):
             raise ValueError(f"prompt_mode must be auto, chat or completion, got {prompt_mode!r}")
         if dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
-        # torch defaults to the physical core count, which can exceed what a container lets
-        # this process use; never oversubscribe (2 cores here: 2 threads)
-        torch.set_num_threads(num_threads or min(torch.get_num_threads(), _default_threads()))
+        # torch defaults to the physical core count, which can exceed what a container lets this
+        # process use; never oversubscribe, and do not inherit a lower count an earlier stage set
+        from codistill.cpu import TORCH_ENV, default_threads
+
+        torch.set_num_threads(default_threads(num_threads, physical=True, env_names=TORCH_ENV,
+                                              what="torch threads"))
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         conv_dtype = "bfloat16" if dtype == "bfloat16" else "float32"
         self.model_path = Path(models.resolve_model(model, dtype=conv_dtype))

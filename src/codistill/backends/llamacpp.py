@@ -54,7 +54,8 @@ class LlamaCppGenerator(Generator):
     Args:
         model: packaged short name (its GGUF is assembled if needed) or a ``.gguf`` path.
         n_ctx: context window in tokens.
-        n_threads: CPU threads (default: the CPUs this process may use).
+        n_threads: CPU threads (default: :func:`codistill.cpu.default_threads`, the CPUs this
+            process may use less those other processes keep busy now).
         n_batch: prompt-processing batch size.
         n_gpu_layers: layers to offload to a GPU build (0 = CPU).
         prompt_mode: "auto" (chat when the GGUF has a chat template) | "chat" | "completion".
@@ -84,8 +85,9 @@ class LlamaCppGenerator(Generator):
         path = models.gguf_path(text) if text in models.MODELS else Path(text).expanduser()
         if path.suffix != ".gguf" or not path.is_file():
             raise ValueError(f"llamacpp needs a packaged model name or a .gguf file, got {text!r}")
-        if n_threads is None:
-            n_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        from codistill.cpu import default_threads
+
+        n_threads = default_threads(n_threads, what="llama.cpp threads")
         self.model_path = path
         self.llm = llama_cpp.Llama(
             model_path=str(path),

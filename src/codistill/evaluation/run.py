@@ -106,6 +106,35 @@ def _versions() -> dict:
     return package_versions("codistill", "torch", "transformers", "peft", "codebleu")
 
 
+def _log():
+    import logging
+
+    return logging.getLogger(__name__)
+
+
+def _judge_with_progress(judge, problems: dict, samples: list[dict], name: str, progress: bool,
+                         workers: int | None) -> list[dict]:
+    """``judge.judge_samples`` in chunks of ``max(64, 16 × workers)`` samples, so that a
+    :class:`codistill.progress.Progress` reports samples judged / total, rate and ETA (large
+    chunks: each waits for its slowest program while other workers idle)."""
+    import os
+
+    from codistill.progress import Progress
+
+    if not samples:
+        return []
+    judge.prepare([problems[t] for t in dict.fromkeys(s["task_id"] for s in samples) if t in problems],
+                  progress=progress)  # expected outputs once, with the judge's own bar
+    size = max(64, 16 * (workers or os.cpu_count() or 1))
+    verdicts: list[dict] = []
+    with Progress(f"judge {name}", len(samples), unit="samples", logger=_log(), bar=None if progress else False,
+                  echo=progress) as bar:
+        for start in range(0, len(samples), size):
+            verdicts.extend(judge.judge_samples(problems, samples[start:start + size], progress=False))
+            bar.advance(len(samples[start:start + size]), info=f"{sum(bool(v.get('passed')) for v in verdicts)} passed")
+    return verdicts
+
+
 def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dict:
     """Generate, judge and score; resumes from whatever ``out_dir`` already holds."""
     from rich.console import Console
@@ -173,14 +202,20 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     if todo:
         console.print(f"generating: {len(todo)} of {len(units)} prompts × {cfg.n_samples} sample(s) "
                       f"({mode} mode, {'greedy' if cfg.temperature == 0 else f'T={cfg.temperature}'})")
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from codistill.progress import Progress
 
         tok = getattr(gen, "tokenizer", None)
+        usage = getattr(gen, "usage", None)
+        answered0 = usage.requests if usage is not None else 0
+
+        def live() -> str:  # a server backend counts its answers as they come, inside a chunk too
+            n = usage.requests - answered0 if usage is not None else 0
+            return f"{n} answers from the server" if n else ""
+
         with JsonlAppender(gen_path) as app, JsonlAppender(log_path) as logapp, Progress(
-            TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), TextColumn("{task.fields[rate]}"), disable=not progress, console=console,
+            "generate", len(todo), unit="prompts", logger=_log(), bar=None if progress else False, echo=progress,
+            describe=live,
         ) as bar:
-            task = bar.add_task("gen", total=len(todo), rate="")
             step = max(1, cfg.batch_size)
             for start in range(0, len(todo), step):
                 chunk = todo[start:start + step]
@@ -212,11 +247,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
                 # one line per chunk, written after its generations: generation speed summed over every
                 # (resumed) call, not just the last one, which may have generated nothing
                 logapp.append({"samples": n_new, "new_tokens": chunk_tokens, "seconds": round(dt, 3)})
-                bar.update(task, advance=len(chunk), rate=f"{n_tokens / max(gen_time, 1e-9):.1f} tok/s")
-                if progress and not console.is_terminal:  # a log file: one line per chunk
-                    done = min(start + step, len(todo))
-                    console.print(f"generated {done}/{len(todo)} prompts, {n_tokens} tokens, "
-                                  f"{n_tokens / max(gen_time, 1e-9):.1f} tok/s, {gen_time:.0f} s")
+                bar.advance(len(chunk), info=f"{n_tokens} tokens, {n_tokens / max(gen_time, 1e-9):.1f} tok/s")
     else:
         console.print("All samples are already generated. Skipping generation.")
     timings["generate_s"] = gen_time
@@ -242,7 +273,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
                                     "sample_index": rec["sample_index"]})
             write_jsonl(bdir / "samples.jsonl", samples)
             byid = {p.id: p for p in problems}
-            verdicts = judge.judge_samples(byid, samples, progress=progress)
+            verdicts = _judge_with_progress(judge, byid, samples, name, progress, cfg.workers)
             write_jsonl(bdir / "verdicts.jsonl", verdicts)
             label = EVAL_LABELS.get(name) or BENCHMARK_LABELS.get(name, name)
             summary = summarize(verdicts, label)

@@ -14,8 +14,10 @@
 Threads. llama.cpp's worker threads meet at a spin barrier after every layer: when the machine is
 busy with other jobs, a thread that is descheduled stalls all the others. Measured here on 2 shared
 cores (load average ~7) for the 1.5B teacher: 2 threads 0.6 tok/s, 1 thread 11 tok/s. So the
-default thread count is the number of cores left idle by the current load average (at least 1),
-and busy-polling is off (``poll=0``). Pass ``threads=`` to override.
+default thread count is :func:`codistill.cpu.default_threads`: the cores this process may run on,
+less those other processes keep busy at this moment (``/proc/stat`` sampled over 0.5 s, not the
+load average, which still counts our own previous stage), at least 1; busy-polling is off
+(``poll=0``). Pass ``threads=`` (or set ``CODISTILL_THREADS``) to override.
 
 Only loopback addresses are served unless ``allow_remote=True``: the server has no API key.
 """
@@ -25,8 +27,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import math
-import os
 import signal
 import socket
 import subprocess
@@ -54,14 +54,11 @@ XLLAMACPP_REQUIREMENT = "xllamacpp==2026.10.11549"
 DEFAULT_PORT = 8731
 
 
-def default_threads() -> int:
-    """Cores not already busy (by the 1-minute load average), at least 1."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return max(1, min(cores, cores - math.ceil(load - 0.5)))
+def default_threads(requested: int | None = None) -> int:
+    """llama.cpp threads: see :func:`codistill.cpu.default_threads`."""
+    from codistill.cpu import default_threads as choose
+
+    return choose(requested, what="llama.cpp threads")
 
 
 def _check_host(host: str, allow_remote: bool) -> None:
@@ -168,7 +165,7 @@ def start_server(model: str = "qwen2.5-coder-1.5b", host: str = "127.0.0.1", por
     _check_host(host, allow_remote)
     path = _model_path(model)
     port = port or _free_port(host)
-    threads = threads or default_threads()
+    threads = default_threads(threads)
     base = f"http://{host}:{port}"
     t0 = time.monotonic()
     if engine == "xllamacpp":
@@ -252,7 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=DEFAULT_PORT)
     ap.add_argument("--n-parallel", type=int, default=4, help="parallel slots (concurrent requests)")
     ap.add_argument("--ctx", type=int, default=4096, help="context tokens per slot")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: idle cores)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads (default: usable cores, fewer when other processes keep some busy now)")
     ap.add_argument("--engine", choices=ENGINES, default="xllamacpp")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)

@@ -115,7 +115,8 @@ class TeachConfig(BaseModel):
     leakage_n: int = Field(4, ge=1, description="token n-gram size of the leakage score")
     judge_timeout_s: float = Field(10.0, gt=0, description="solve: seconds per program")
     cache_dir: str | None = Field(None, description="response cache folder (default: <out_dir>/cache)")
-    progress_every: int = Field(10, ge=1, description="log a progress line every N finished problems")
+    progress_every: int = Field(10, ge=1, description="log a progress line every N finished problems (and "
+                                "at least every 30 s: rows done/total, rate, ETA)")
     order_seed: int | None = Field(None, description="process rows in a random order with this seed (so a "
                                    "partial run covers every source); outputs keep the dataset order")
 
@@ -447,7 +448,12 @@ def _teach(cfg: TeachConfig, out: Path) -> dict:
         if todo:
             lock = threading.Lock()
             workers = 1 if cfg.teacher.backend == "llamacpp" else cfg.teacher.concurrency
-            with JsonlAppender(ctx_path) as app, ThreadPoolExecutor(workers, thread_name_prefix="teach") as ex:
+            from codistill.progress import Progress
+
+            prog = Progress("teach", len(rows), unit="rows", done=len(rows) - len(todo), every_n=cfg.progress_every,
+                            logger=log, describe=lambda: f"teacher calls {teacher.calls}, cache hits {cache.hits}"
+                            + (f", errors {len(errors)}" if errors else ""))
+            with JsonlAppender(ctx_path) as app, ThreadPoolExecutor(workers, thread_name_prefix="teach") as ex, prog:
                 futs = {ex.submit(runner.run, r): r for r in todo}
                 for fut in as_completed(futs):
                     row = futs[fut]
@@ -456,6 +462,7 @@ def _teach(cfg: TeachConfig, out: Path) -> dict:
                     except Exception as e:  # noqa: BLE001 - a teacher outage must not lose finished work
                         errors[row["id"]] = f"{type(e).__name__}: {e}"[:300]
                         log.warning("teacher error on %s: %s", row["id"], errors[row["id"]])
+                        prog.advance()
                         continue
                     rec["run_key"] = run_key
                     with lock:
@@ -463,10 +470,7 @@ def _teach(cfg: TeachConfig, out: Path) -> dict:
                         done[rec["id"]] = rec
                         new += 1
                         fresh += any(not a.get("cached") for a in rec["attempt_log"])
-                    if new % cfg.progress_every == 0:
-                        el = time.time() - t0
-                        log.info("%d/%d new contexts in %.0f s (%.2f/min), teacher calls %d, cache hits %d",
-                                 new, len(todo), el, 60 * new / max(el, 1e-9), teacher.calls, cache.hits)
+                    prog.advance()
     finally:
         wall = time.time() - t0
         teacher.close()

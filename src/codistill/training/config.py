@@ -107,7 +107,7 @@ class LoggingConfig(_Strict):
     log_every: int = Field(1, ge=1, description="write a log record every N optimizer steps")
     jsonl: bool = Field(True, description="append records to <output_dir>/train_log.jsonl (step, losses, α, β, lr, tokens/s, peak RSS)")
     tensorboard: bool = Field(True, description="write TensorBoard scalars to <output_dir>/tensorboard")
-    progress: bool = Field(True, description="show a rich progress bar (main process only)")
+    progress: bool = Field(True, description="show a rich progress bar in a terminal (main process only); progress lines (steps, rate, ETA, loss) are logged either way")
 
 
 class TrainConfig(_Strict):
@@ -132,7 +132,7 @@ class TrainConfig(_Strict):
     eval_every: int = Field(0, ge=0, description="validation losses every N steps (needs data.val_fraction > 0; 0: only at the end)")
     stop_at_step: int | None = Field(None, ge=1, description="end this invocation after this optimizer step, writing a checkpoint there (for time-sliced jobs; resume=True continues); the schedule still spans max_steps")
     resume: bool = Field(False, description="continue from the newest checkpoint in output_dir/checkpoints (same config required); starts fresh when there is none")
-    num_threads: int | None = Field(None, ge=1, description="CPU threads for torch; default: this process's share of the CPUs it may use. On a machine shared with other busy jobs, 1 can be several times faster (measured 4-9x on a loaded 2-core VM: threads wait for each other at every operation when a core is taken)")
+    num_threads: int | None = Field(None, ge=1, description="CPU threads for torch; default: this process's share of the physical cores it may use, less those other processes keep busy at start (codistill.cpu.default_threads; CODISTILL_THREADS or OMP_NUM_THREADS set it too). On a machine shared with other busy jobs, 1 can be several times faster (measured 4-9x on a loaded 2-core VM: threads wait for each other at every operation when a core is taken)")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":

@@ -37,12 +37,20 @@ with ``PeftModel.from_pretrained(base, output_dir / "adapter")``).
 
 Logs: ``train_log.jsonl`` (one record per ``log_every`` steps: step, loss, token_loss,
 structure_loss, alpha, beta, lr, grad_norm, tokens_per_s, step_s, peak_rss_gib; validation
-records have ``"split": "val"``), TensorBoard scalars under ``tensorboard/``, a rich progress bar.
+records have ``"split": "val"``), TensorBoard scalars under ``tensorboard/``, and progress
+(:class:`codistill.progress.Progress`): a rich bar in a terminal, and a logged line with steps
+done/total, steps/s, ETA and the loss at least every 30 s (``logging.progress`` turns the bar
+off, not the lines).
+
+Threads (CPU): ``num_threads`` when set, else :func:`codistill.cpu.default_threads` (the physical
+cores this process may use, less those other processes keep busy at this moment), divided among
+the processes of a multi-process CPU run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import resource
@@ -75,6 +83,8 @@ from codistill.training.structure_loss import (
     token_cross_entropy,
 )
 
+log = logging.getLogger(__name__)
+
 CHECKPOINTS = "checkpoints"
 ADAPTER = "adapter"
 LOG_FILE = "train_log.jsonl"
@@ -89,10 +99,10 @@ def peak_rss_gib() -> float:
 
 
 def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    """CPUs this process may run on (affinity mask, cgroup quota): :func:`codistill.cpu.usable_cores`."""
+    from codistill.cpu import usable_cores
+
+    return usable_cores()
 
 
 def cpu_has_native_bf16() -> bool:
@@ -336,7 +346,7 @@ def _atomic_dir(final: Path) -> Path:
 
 # ---------------------------------------------------------------------- logging
 class _Logs:
-    """JSONL + TensorBoard + rich progress, all on the main process only."""
+    """JSONL + TensorBoard + progress (a rich bar in a terminal, logged lines), main process only."""
 
     def __init__(self, config: TrainConfig, output_dir: Path, active: bool, total: int, start: int):
         self.active = active
@@ -353,13 +363,11 @@ class _Logs:
                 self.tb = SummaryWriter(str(output_dir / "tensorboard"), purge_step=start + 1 if start else None)
             except ImportError:
                 self.tb = None
-        if lcfg.progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from codistill.progress import Progress
 
-            self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
-            self.task = self.progress.add_task("train", total=total, completed=start, info="")
-            self.progress.start()
+        # the bar only with logging.progress; the lines always (they go through logging)
+        self.progress = Progress("train", total, unit="steps", done=start, logger=log,
+                                 bar=None if lcfg.progress else False, echo=lcfg.progress).start()
 
     def record(self, rec: dict) -> None:
         if not self.active:
@@ -374,12 +382,12 @@ class _Logs:
 
     def advance(self, rec: dict | None) -> None:
         if self.progress is not None:
-            info = "" if rec is None else f"loss {rec['loss']:.4f} β {rec['beta']:.3f} lr {rec['lr']:.2e}"
-            self.progress.update(self.task, advance=1, info=info)
+            info = None if rec is None else f"loss {rec['loss']:.4f} β {rec['beta']:.3f} lr {rec['lr']:.2e}"
+            self.progress.advance(1, info=info)
 
-    def close(self) -> None:
+    def close(self, ok: bool = True) -> None:
         if self.progress is not None:
-            self.progress.stop()
+            self.progress.close(ok=ok)
         if self.jsonl is not None:
             self.jsonl.close()
         if self.tb is not None:
@@ -429,8 +437,12 @@ def _setup(config: TrainConfig) -> _Run:
     accelerator = Accelerator(gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=config.grad_accum))
     on_cpu = accelerator.device.type == "cpu"
     if on_cpu or config.num_threads:  # never more threads than this process's share of the CPUs
-        share = max(1, available_cpus() // (accelerator.state.num_processes if on_cpu else 1))
-        torch.set_num_threads(config.num_threads or min(torch.get_num_threads(), share))
+        from codistill.cpu import TORCH_ENV, default_threads
+
+        world = accelerator.state.num_processes if on_cpu else 1
+        # under DDP the other busy processes are this run's own ranks: do not count them as load
+        torch.set_num_threads(config.num_threads or max(1, default_threads(
+            None, measure=world == 1, physical=True, env_names=TORCH_ENV, what="torch threads") // world))
     dist_type = accelerator.distributed_type
     sharded = dist_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     scfg = config.structure
@@ -572,6 +584,7 @@ def train(config: TrainConfig) -> dict:
     step_times: list[float] = []
     rates: list[float] = []
     last = val = adapter_dir = None
+    finished = False
     try:
         while state.step < stop_at:
             rec = _optimizer_step(run)
@@ -593,8 +606,9 @@ def train(config: TrainConfig) -> dict:
             if run.val_set:
                 val = validate()
             adapter_dir = save_final(acc, run.model, config, output_dir, run.projection)
+        finished = True
     finally:
-        logs.close()
+        logs.close(ok=finished)
     timed = rates[1:] or rates
     checksum, abs_sum = adapter_checksum(acc.unwrap_model(run.model))
     summary = {
