@@ -158,12 +158,22 @@ def test_structure_arm_logs_alpha_beta(tiny, tmp_path, encoder, mode):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
 
 
-def test_token_only_arm(tiny, tmp_path):
+def test_token_only_arm(tiny, tmp_path, caplog, monkeypatch):
+    import logging
+
     out = tmp_path / "run"
-    train(make_config(tiny, out, structure={"enabled": False}, max_steps=2))
+    # threads: no num_threads setting, so codistill.cpu decides; CODISTILL_THREADS is an explicit request
+    monkeypatch.setenv("CODISTILL_THREADS", "1")
+    with caplog.at_level(logging.INFO, logger="codistill.training.trainer"):
+        train(make_config(tiny, out, structure={"enabled": False}, max_steps=2, num_threads=None))
+    assert torch.get_num_threads() == 1
     log = read_log(out)
     assert all(r["alpha"] == 1.0 and r["beta"] == 0.0 and r["structure_loss"] is None for r in log)
     assert log[0]["loss"] == pytest.approx(log[0]["token_loss"], rel=1e-6)
+    # progress lines for a log file: steps done/total, rate, ETA, loss (logged with the bar off)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train: ")]
+    assert lines[0] == "train: 0/2 steps (0%), starting"
+    assert lines[-1].startswith("train: 2/2 steps, ") and " steps/s, done in " in lines[-1] and ", loss " in lines[-1]
 
 
 def test_logits_only_at_target_positions_is_exact(tiny):
