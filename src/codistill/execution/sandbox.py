@@ -60,8 +60,9 @@ class SandboxConfig(BaseModel):
                                 "into the sandbox); every other site-packages entry is hidden")
     expose: list[str] = Field([], description="extra host paths programs may read (read-only binds)")
     max_line_mb: int = Field(16, ge=1, description="largest result line (one case's output) a program may send, MiB")
-    max_result_mb: int = Field(64, ge=1, description="result data per program, MiB (the judge holds at most this much "
-                               "undecoded per running program, and decodes large lines one at a time)")
+    max_result_mb: int = Field(256, ge=1, description="result data per program, MiB (the judge holds at most this much "
+                               "undecoded per running program, and decodes lines over 1 MiB one at a time; HumanEval/130's "
+                               "reference sends ~110 MiB of float lists)")
     uid_base: int | None = Field(
         None, description="worker i runs programs as uid/gid uid_base + i (root mode); default: "
         "derived from this process's pid so that concurrent sandboxes do not share uids")
