@@ -347,7 +347,8 @@ class Judge:
         return out
 
     # many samples -------------------------------------------------------------------------
-    def judge_samples(self, problems: dict[str, Problem], samples: Iterable[dict], progress: bool = True) -> list[dict]:
+    def judge_samples(self, problems: dict[str, Problem], samples: Iterable[dict], progress: bool = True,
+                      label: str = "judging", logger: logging.Logger | None = None) -> list[dict]:
         """Judge EvalPlus-format samples; each verdict keeps every field of its sample."""
         samples = list(samples)
         for k, smp in enumerate(samples):
@@ -373,20 +374,27 @@ class Judge:
                          "failure": {"error": f"codistill failed to judge this sample: {type(e).__name__}: {e}"}}
             return verdict_record(smp, v)
 
-        return list(self._map(one, samples, "judging", progress))
+        return list(self._map(one, samples, label, progress, count_passed=True, logger=logger))
 
-    def _map(self, fn, items, label: str, progress: bool):
+    def _map(self, fn, items, label: str, progress: bool, count_passed: bool = False, logger=None):
+        """``fn`` over items on the sandbox's workers; with ``progress``, done/total, rate and ETA
+        as a terminal bar and plain log lines (:class:`codistill.progress.Progress`)."""
         items = list(items)
         if not items:
             return []
         if not progress:
             return self.sandbox.map(fn, items)
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from codistill.progress import Progress
 
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), transient=False) as bar:
-            task = bar.add_task(label, total=len(items))
-            return self.sandbox.map(fn, items, on_done=lambda _: bar.advance(task))
+        passed = 0
+        with Progress(label, len(items), unit="samples" if count_passed else "suites", logger=logger) as bar:
+            def done(res):
+                nonlocal passed
+                if count_passed:
+                    passed += bool(isinstance(res, dict) and res.get("passed"))
+                bar.advance(1, info=f"{passed} passed" if count_passed else None)
+
+            return self.sandbox.map(fn, items, on_done=done)
 
 
 def verdict_record(sample: dict, verdict: dict) -> dict:
