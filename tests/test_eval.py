@@ -176,3 +176,43 @@ def test_prompt_templates_default_bare_and_folder(tmp_path):
     assert render_prompt(p, _template(EvalConfig(model="m", template_dir=str(tmp_path)), "chat")) == "Solve:\n" + p.prompt
     with pytest.raises(ValueError, match="neither a folder nor a packaged template set"):
         _template(EvalConfig(model="m", template_dir="no-such-set"), "chat")
+
+
+def test_eval_settings_are_checked_when_the_config_is_made(tmp_path):
+    from codistill.evaluation.run import EvalConfig
+
+    def problems(**kw) -> str:
+        with pytest.raises(ValueError) as e:
+            EvalConfig(model="m", **kw)
+        return str(e.value)
+
+    assert "unknown benchmark 'humaneavl'" in problems(benchmarks=["humaneval", "humaneavl"])
+    assert "unknown split in 'mbpp:tst'" in problems(benchmarks=["mbpp:tst"])
+    assert "no benchmarks given" in problems(benchmarks=[])
+    assert "unknown backend 'vlm'" in problems(backend="vlm")
+    msg = problems(backend="llama-server", backend_options={"n_paralel": 8})
+    assert "unknown backend option 'n_paralel' for backend 'llama-server'; allowed: n_parallel, ctx" in msg
+    assert "cannot apply a LoRA adapter" in problems(backend="openai", adapter="a",
+                                                     backend_options={"base_url": "http://x/v1"})
+    assert "neither a folder nor a packaged template set" in problems(template_dir=str(tmp_path / "nope"))
+    # every problem at once
+    msg = problems(benchmarks=["nope"], dtype="float8", backend_options={"x": 1})
+    assert "unknown benchmark 'nope'" in msg and "float8" in msg and "'x'" in msg
+    ok = EvalConfig(model="m", backend="vllm", backend_options={"base_url": "http://x/v1", "concurrency": 8},
+                    benchmarks=["mbpp", "mbpp+", "humaneval+"], template_dir="bare")
+    assert ok.backend == "vllm"  # aliases are kept as written (the run's key does not change)
+
+
+def test_a_second_eval_on_one_directory_is_refused(tmp_path):
+    import os
+
+    from codistill.evaluation.run import EvalConfig, run_eval
+    from codistill.store import RunDirBusyError, RunDirLock
+
+    cfg = EvalConfig(model="m", backend="openai", backend_options={"base_url": "http://127.0.0.1:9/v1"},
+                     benchmarks=["humaneval"], limit=1)
+    with RunDirLock(tmp_path / "run", "eval"):
+        with pytest.raises(RunDirBusyError, match=rf"another eval run \(pid {os.getpid()} on .*\) is using "
+                                                  rf"{tmp_path / 'run'}"):
+            run_eval(cfg, tmp_path / "run", progress=False)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [".eval.lock"]  # nothing written

@@ -31,11 +31,38 @@ def test_missing_data_file_names_the_fix(tmp_path):
 def test_appender_repairs_a_torn_last_line(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text('{"a": 1}\n{"a": 2')  # killed mid-write
-    with pytest.warns(UserWarning):
-        assert [r["a"] for r in read_jsonl(path)] == [1]
+    with pytest.warns(UserWarning):  # codistill's own append-only files: skipped, then truncated
+        assert [r["a"] for r in read_jsonl(path, resumable=True)] == [1]
+    with pytest.raises(ValueError, match=r"x.jsonl:2: not valid JSON .*the last line, without its newline"):
+        list(read_jsonl(path))  # an input file: an error, not a silently dropped record
     with JsonlAppender(path) as app:
         app.append({"a": 3})
     assert [r["a"] for r in read_jsonl(path)] == [1, 3]
+
+
+def test_every_line_must_be_a_json_object(tmp_path):
+    path = tmp_path / "x.jsonl"
+    for line, kind in (("[1, 2]", "an array"), ('"s"', "a string"), ("3", "a number"), ("null", "null")):
+        path.write_text('{"a": 1}\n' + line + "\n")
+        for resumable in (False, True):
+            with pytest.raises(ValueError, match=f"x.jsonl:2: expected a JSON object .* got {kind}"):
+                list(read_jsonl(path, resumable=resumable))
+
+
+def test_run_dir_lock_names_the_holder(tmp_path):
+    import os
+
+    from codistill.store import RunDirBusyError, RunDirLock
+
+    with RunDirLock(tmp_path / "run", "eval"):
+        with pytest.raises(RunDirBusyError, match=rf"another eval run \(pid {os.getpid()} on .*started .*\) is "
+                                                  rf"using {tmp_path / 'run'}: wait"):
+            with RunDirLock(tmp_path / "run", "eval"):
+                pass
+        with RunDirLock(tmp_path / "run", "teach"):  # another stage's lock is independent
+            pass
+    with RunDirLock(tmp_path / "run", "eval"):  # released
+        pass
 
 
 def test_malformed_middle_line_is_an_error(tmp_path):

@@ -11,8 +11,12 @@ import yaml
 
 from test_teacher import server  # noqa: F401  (the canned OpenAI-compatible teacher fixture)
 
-pytest.importorskip("torch")
-pytest.importorskip("peft")
+
+@pytest.fixture()
+def ml():
+    """Training needs torch and peft; the checks of recipes do not."""
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
 
 
 def _recipe(tmp_path: Path, student: Path, teacher_url: str) -> Path:
@@ -41,7 +45,7 @@ def _stamps(run: Path) -> dict:
     return {k: (v.get("status"), v.get("finished")) for k, v in m["stages"].items()}
 
 
-def test_recipe_runs_every_stage_then_skips_then_reruns_only_what_changed(tmp_path, tiny_llama_dir, server, capsys):  # noqa: F811
+def test_recipe_runs_every_stage_then_skips_then_reruns_only_what_changed(ml, tmp_path, tiny_llama_dir, server, capsys):  # noqa: F811
     from codistill.recipe import load_recipe, run_recipe
 
     path = _recipe(tmp_path, tiny_llama_dir, server.url)
@@ -146,3 +150,92 @@ def test_set_overrides_and_their_errors():
         apply_sets(raw, ["train.model.x=1"])
     r = load_recipe("paper-small", sets=["train.num_threads=1", "eval.benchmarks=[humaneval]"])
     assert r.train["num_threads"] == 1 and r.eval["benchmarks"] == ["humaneval"]
+
+
+def _small_recipe(tmp_path: Path, teacher_url: str, **sections) -> Path:
+    recipe = {
+        "name": "small",
+        "data": {"sources": [{"name": "mbpp:train", "limit": 4, "max_problems": 3}], "tokenizer": "whitespace",
+                 "decontam": {"enabled": False}, "verify": False},
+        "teach": {"mode": "explain", "teacher": {"base_url": teacher_url, "concurrency": 2, "max_retries": 0},
+                  "sampling": {"seed": 100, "max_new_tokens": 200}},
+        "eval": {"backend": "hf", "benchmarks": ["humaneval"], "limit": 2},
+        "arms": {"base": {"base": True}, "cd": {}},
+    }
+    for k, v in sections.items():
+        recipe[k] = {**recipe[k], **v}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_every_stage_is_checked_before_the_first_runs(tmp_path, capsys):
+    from codistill.cli import main
+    from codistill.recipe import Recipe, load_recipe, run_recipe
+
+    path = _small_recipe(tmp_path, "http://127.0.0.1:9/v1",
+                         eval={"benchmarks": ["humaneval", "humaneavl"], "backend_options": {"n_paralel": 4}},
+                         arms={"cd": {"eval": {"backend": "vlm"}}, "cd_sa": {"eval": {"dtype": "float8"}}})
+    with pytest.raises(ValueError) as e:
+        load_recipe(path)
+    msg = str(e.value)
+    # the setting, the bad value and the allowed values, for the shared section and each arm's overrides
+    assert "benchmarks = ['humaneval', 'humaneavl']: unknown benchmark 'humaneavl'; valid names: humaneval" in msg
+    assert "section arms.base.eval, arms.cd_sa.eval: backend_options: unknown backend option 'n_paralel' " \
+           "for backend 'hf'; allowed: " in msg and "num_threads" in msg
+    assert "section arms.cd.eval: backend = 'vlm': unknown backend 'vlm'; choose one of hf, openai" in msg
+    assert "section arms.cd_sa.eval: dtype = 'float8': choose float32, bfloat16 or float16" in msg
+    # on the command line: one line, exit 2, and no stage ran
+    run = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("codistill run: ") and "humaneavl" in err
+    assert not run.exists()
+    # a Recipe built in Python is checked too, before the run directory is made
+    raw = yaml.safe_load(path.read_text())
+    raw["eval"] = {"benchmarks": ["humaneval"], "backend": "openai"}  # no base_url; cd has an adapter
+    raw["arms"] = {"base": {"base": True}, "cd": {}}
+    with pytest.raises(ValueError) as e:
+        run_recipe(Recipe.model_validate(raw), out_dir=run)
+    assert "needs the backend option base_url" in str(e.value)
+    assert "section arms.cd.eval: backend = 'openai': backend 'openai' cannot apply a LoRA adapter" in str(e.value)
+    assert not run.exists()
+    # other sections: an unknown data source and teacher backend, an unknown setting
+    bad = _small_recipe(tmp_path, "http://127.0.0.1:9/v1", data={"sources": [{"name": "mbpp:trian"}]},
+                        teach={"teacher": {"backend": "vllm"}, "max_attempt": 2})
+    with pytest.raises(ValueError) as e:
+        load_recipe(bad)
+    msg = str(e.value)
+    assert "section data: sources[0].name = 'mbpp:trian': unknown split" in msg
+    assert "teacher.backend = 'vllm': Input should be 'openai' or 'llamacpp'" in msg
+    assert "unknown setting max_attempt; allowed: " in msg and "max_attempts" in msg
+
+
+def test_a_teach_stage_with_teacher_errors_is_not_complete(tmp_path, server, capsys):  # noqa: F811
+    from codistill.cli import main
+
+    path = _small_recipe(tmp_path, server.url)
+    run = tmp_path / "run"
+    server.down = True
+    assert main(["run", str(path), "--out", str(run), "--only", "data,teach"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("codistill run: teach is not complete: 3 of 3 rows got no answer") and "HTTP 503" in err
+    assert "run the same `codistill run` command again" in err
+    stages = json.loads((run / "run_manifest.json").read_text())["stages"]
+    assert stages["data"]["status"] == "complete" and stages["teach"]["status"] == "failed"
+    # one row answers, two do not: still not complete (exit 3), the answered row is kept
+    server.down = False
+    orig = server.answer
+    first = json.loads((run / "data" / "rows.jsonl").read_text().splitlines()[0])["prompt"][:60]
+    server.answer = lambda body: (orig(body) if first in body["messages"][-1]["content"]
+                                  else (503, {"error": {"message": "busy"}}))
+    assert main(["run", str(path), "--out", str(run), "--only", "data,teach"]) == 3
+    assert "2 of 3 rows got no answer" in capsys.readouterr().err
+    assert json.loads((run / "run_manifest.json").read_text())["stages"]["teach"]["status"] == "failed"
+    # the teacher is back: the next run asks only for the two rows left to do, and the stage completes
+    server.answer = orig
+    n = len(server.requests)
+    assert main(["run", str(path), "--out", str(run), "--only", "data,teach"]) == 0
+    assert len(server.requests) == n + 2
+    stages = json.loads((run / "run_manifest.json").read_text())["stages"]
+    assert stages["teach"]["status"] == "complete" and stages["teach"]["info"]["train_rows"] == 3

@@ -113,23 +113,35 @@ SCRIPT = {
 
 
 class Canned:
-    """Counts requests; answers from SCRIPT by the problem marker in the prompt and the seed."""
+    """Counts requests; answers from SCRIPT by the problem marker in the prompt and the seed.
+
+    Outage symptoms: ``down`` (every request gets HTTP 503), problems marked ``down`` (always 503),
+    ``empty`` (their first request gets a 200 with no text) and ``garbled`` (their first request
+    gets a 200 whose body is not JSON)."""
 
     def __init__(self, delay: float = 0.0):
         self.requests: list[dict] = []
         self.delay = delay
         self.lock = threading.Lock()
         self.failed_once: set[str] = set()
+        self.down = False
 
-    def answer(self, body: dict) -> tuple[int, dict]:
+    def answer(self, body: dict) -> tuple[int, dict | bytes]:
         prompt = body["messages"][-1]["content"]
         m = re.search(r"\[\[(\w+)\]\]", prompt)
         pid = m.group(1) if m else "good"
         key = re.sub(r"\d+$", "", pid)
         with self.lock:
             self.requests.append({"pid": pid, "seed": body.get("seed")})
-            if key == "flaky" and pid not in self.failed_once:
+            if self.down or key == "down":
+                return 503, {"error": {"message": "loading model"}}
+            if key in ("flaky", "empty", "garbled") and pid not in self.failed_once:
                 self.failed_once.add(pid)
+                if key == "garbled":
+                    return 200, b'{"choices": [{"message": {"content": "## Intent'  # cut short
+                if key == "empty":
+                    return 200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": ""}}],
+                                 "usage": {"prompt_tokens": 3, "completion_tokens": 0}}
                 return 503, {"error": {"message": "busy"}}
         if self.delay:
             time.sleep(self.delay)
@@ -152,6 +164,12 @@ def server():
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             assert self.path == "/v1/chat/completions", self.path
             status, payload = canned.answer(body)
+            if isinstance(payload, bytes):  # a raw (broken) body
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
             send_json(self, status, payload)
 
         def log_message(self, *a):
@@ -492,6 +510,145 @@ def test_template_echo_is_rejected(tmp_path, server):
     rec = next(read_jsonl(tmp_path / "run" / "contexts.jsonl"))
     assert rec["valid"] and rec["attempts"] == 2
     assert rec["attempt_log"][0]["reason"].startswith("copies the template text")
+
+
+# --------------------------------------------------------------------------- outages and failed rows
+
+
+def _dead_url() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+
+
+def _cache_texts(folder: Path) -> list[str]:
+    path = folder / "responses.jsonl"
+    return [r["text"] for r in read_jsonl(path)] if path.exists() else []
+
+
+def test_empty_answer_is_not_cached_and_the_row_is_asked_again(tmp_path, server):
+    ds = _dataset(tmp_path / "data", [_problem("good"), _problem("empty")])
+    cfg = _cfg(tmp_path, server.url, ds)
+    m = teach(cfg)
+    assert not m["complete"] and list(m["teacher_errors"]) == ["empty"]
+    assert "EmptyAnswerError" in m["teacher_errors"]["empty"]
+    assert m["counts"]["remaining"] == 1 and m["counts"]["valid"] == 1
+    cache = tmp_path / "run" / "cache"
+    assert all(t.strip() for t in _cache_texts(cache)) and len(_cache_texts(cache)) == 1  # only good's answer
+    # the outage is over: the next run asks only for the row left to do, and completes
+    n = len(server.requests)
+    m = teach(cfg)
+    assert m["complete"] and m["counts"]["valid"] == 2 and not m["teacher_errors"]
+    assert [r["pid"] for r in server.requests[n:]] == ["empty"]
+
+
+def test_an_empty_answer_cached_by_an_old_version_is_ignored(tmp_path):
+    from codistill.teacher.teach import ResponseCache
+
+    (tmp_path / "c").mkdir()
+    write_jsonl(tmp_path / "c" / "responses.jsonl", [{"key": "a", "text": "", "usage": {}},
+                                                      {"key": "b", "text": "answer", "usage": {}}])
+    cache = ResponseCache(tmp_path / "c")
+    assert cache.get("a") is None and cache.get("b")["text"] == "answer"
+
+
+def test_an_unparseable_200_is_retried_and_never_cached(tmp_path, server, caplog):
+    ds = _dataset(tmp_path / "data", [_problem("garbled")])
+    with caplog.at_level("WARNING", logger="codistill.backends.openai_http"):
+        m = teach(_cfg(tmp_path, server.url, ds))
+    assert m["complete"] and m["counts"]["valid"] == 1  # the client's retry got the real answer
+    retry = [r.getMessage() for r in caplog.records if "attempt 1/3 failed" in r.getMessage()]
+    assert retry and "not JSON" in retry[0] and "waiting" in retry[0] and "attempt 2/3" in retry[0]
+    # with no retries left, the row is a teacher error, and nothing is cached
+    ds2 = _dataset(tmp_path / "data2", [_problem("garbled2")])
+    cfg = _cfg(tmp_path, server.url, ds2, out_dir=str(tmp_path / "run2"),
+               teacher={"base_url": server.url, "max_retries": 0, "timeout_s": 30})
+    m = teach(cfg)
+    assert list(m["teacher_errors"]) == ["garbled2"] and "not JSON" in m["teacher_errors"]["garbled2"]
+    assert _cache_texts(tmp_path / "run2" / "cache") == []
+    assert teach(cfg)["complete"]
+
+
+def _teach_cli(tmp_path, url, ds, *extra) -> list[str]:
+    return ["teach", "--out", str(tmp_path / "run"), "--dataset", ds, "--base-url", url, "--retries", "0",
+            "--timeout", "20", "--concurrency", "2", *extra]
+
+
+def test_teach_command_exit_status_and_message(tmp_path, server, capsys):
+    from codistill.cli import main
+
+    ds = _dataset(tmp_path / "data", [_problem("good"), _problem("down")])
+    # a server that answers one row and fails the other: partial (exit 3), named, how to resume
+    assert main(_teach_cli(tmp_path, server.url, ds)) == 3
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    err = err.splitlines()[-1]
+    assert err.startswith("codistill teach: teach is not complete: ")
+    assert "1 of 2 rows got no answer from the teacher" in err and "down: HTTPBackendError" in err
+    assert "HTTP 503" in err and "run the same `codistill teach` command again" in err
+    m = json.loads((tmp_path / "run" / "teach_manifest.json").read_text())
+    assert m["config"]["teacher"]["timeout_s"] == 20 and m["config"]["teacher"]["max_retries"] == 0
+    assert not m["complete"] and m["counts"]["train_rows"] == 1
+    # the server goes down: no row finished in this run (exit 1), and the message says what to check
+    server.down = True
+    assert main(_teach_cli(tmp_path, server.url, ds)) == 1
+    err = capsys.readouterr().err
+    assert "every teacher call of this run failed" in err and f"teacher server at {server.url}" in err
+    # back up: the failed row is asked again (and only it) and the run completes (exit 0)
+    server.down = False
+    n = len(server.requests)
+    orig = server.answer  # the "down" problem is answered like "good" from now on
+    server.answer = lambda body: orig({**body, "messages": [{"content": body["messages"][-1]["content"].replace(
+        "[[down]]", "[[good]]")}]})
+    assert main(_teach_cli(tmp_path, server.url, ds)) == 0
+    assert len(server.requests) == n + 1
+    assert json.loads((tmp_path / "run" / "teach_manifest.json").read_text())["complete"]
+
+
+def test_an_unreachable_teacher_stops_the_run_early(tmp_path, caplog):
+    names = [f"good{i}" for i in range(30)]
+    ds = _dataset(tmp_path / "data", [_problem(p) for p in names])
+    url = _dead_url()
+    cfg = _cfg(tmp_path, url, ds, teacher={"base_url": url, "max_retries": 0, "timeout_s": 5, "concurrency": 2})
+    with caplog.at_level("WARNING"):
+        m = teach(cfg)
+    c = m["counts"]
+    assert not m["complete"] and c["remaining"] == 30
+    assert 8 <= c["teacher_errors"] < 30  # stopped asking after repeated failures; the rest stays to do
+    from codistill.teacher.teach import incomplete_error
+
+    err = incomplete_error(m, "it")
+    assert err.exit_code == 1
+    msg = str(err)
+    assert "every teacher call of this run failed" in msg and "were not asked" in msg
+    assert f"POST {url}/chat/completions failed after 1 attempts" in msg and "Check that an OpenAI-compatible" in msg
+    assert any("the teacher looks unavailable" in r.getMessage() for r in caplog.records)
+
+
+def test_a_busy_run_directory_is_one_clear_line(tmp_path, server, capsys):
+    from codistill.cli import main
+    from codistill.teacher.teach import _exclusive
+
+    ds = _dataset(tmp_path / "data", [_problem("good")])
+    (tmp_path / "run").mkdir()
+    with _exclusive(tmp_path / "run" / ".teach.lock"):
+        assert main(_teach_cli(tmp_path, server.url, ds)) == 1
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.startswith("codistill teach: another teach run")
+    assert f"another teach run (pid {os.getpid()} on " in err and str(tmp_path / "run") in err
+    assert main(["--verbose", *_teach_cli(tmp_path, server.url, ds)]) == 0  # free again
+
+
+def test_teach_config_errors_are_found_before_any_call(tmp_path, capsys):
+    from codistill.cli import main
+
+    with pytest.raises(ValueError, match="exactly one of dataset"):
+        TeachConfig.model_validate({"out_dir": str(tmp_path)})
+    assert main(["teach", "--out", str(tmp_path / "r"), "--benchmark", "humaneavl"]) == 2
+    err = capsys.readouterr().err
+    assert "benchmark = 'humaneavl'" in err and "valid names: humaneval" in err
 
 
 def test_progress_lines_for_a_log_file(tmp_path, server, caplog):

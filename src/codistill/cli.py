@@ -136,7 +136,10 @@ def cmd_eval(args) -> int:
 
     opts = {}
     for item in args.backend_option or []:
-        k, _, v = item.partition("=")
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise ValueError(f"--backend-option {item!r}: write KEY=VALUE, e.g. base_url=http://127.0.0.1:8080/v1")
+        k = k.strip()
         try:
             opts[k] = json.loads(v)
         except ValueError:
@@ -221,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distil a teacher's reasoning into a small code model and judge it in a sandbox. "
         "Stages: data -> teach -> train -> eval -> report.")
     parser.add_argument("--version", action="version", version=f"codistill {__version__}")
+    parser.add_argument("--verbose", "--debug", action="store_true",
+                        help="print the traceback with an error (also CODISTILL_DEBUG=1); give it before the verb")
     sub = parser.add_subparsers(dest="verb", required=True)
 
     p = sub.add_parser("judge", help="run samples (EvalPlus format) against a benchmark's tests in the sandbox")
@@ -326,34 +331,56 @@ def _delegate(verb: str, rest: list[str]) -> int:
     import importlib
 
     module = importlib.import_module(DELEGATED[verb][0])
-    try:
-        module.main(rest)
-    except KeyboardInterrupt:
-        print("interrupted; finished work was kept (re-run the same command to resume)", file=sys.stderr)
-        return 130
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"codistill {verb}: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
+    module.main(rest)
     return 0
 
 
+def _report_error(verb: str, e: BaseException, verbose: bool) -> int:
+    """One line on stderr for an error a user can act on (the traceback too with --verbose);
+    the traceback for anything else (a bug). Returns the exit status."""
+    import traceback
+
+    from codistill.errors import describe
+
+    if isinstance(e, KeyboardInterrupt):
+        print(f"codistill {verb}: interrupted; finished work was kept (re-run the same command to resume)",
+              file=sys.stderr)
+        return 130
+    known = describe(e)
+    if known is None or verbose:
+        traceback.print_exception(e, file=sys.stderr)
+    if known is None:
+        print(f"codistill {verb}: unexpected error (a bug?): {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    message, code = known
+    print(f"codistill {verb}: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = os.environ.get("CODISTILL_DEBUG", "") not in ("", "0")
+    while argv and argv[0] in ("--verbose", "--debug"):
+        verbose = True
+        argv.pop(0)
     if argv and argv[0] in DELEGATED:
-        return _delegate(argv[0], argv[1:])
+        verb = argv[0]
+        try:
+            return _delegate(verb, argv[1:])
+        except SystemExit:
+            raise
+        except BaseException as e:  # noqa: BLE001 - turned into one line + exit status
+            return _report_error(verb, e, verbose)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted; finished work was kept", file=sys.stderr)
-        return 130
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        from codistill.paths import DataNotFoundError
-
-        kind = "data not found" if isinstance(e, DataNotFoundError) else type(e).__name__
-        print(f"codistill {args.verb}: {kind}: {e}", file=sys.stderr)
-        return 2
+    except BaseException as e:  # noqa: BLE001 - turned into one line + exit status
+        if isinstance(e, SystemExit):
+            raise
+        return _report_error(args.verb, e, verbose or args.verbose)
 
 
 if __name__ == "__main__":

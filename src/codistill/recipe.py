@@ -135,32 +135,51 @@ def load_recipe(spec: str | os.PathLike, sets: list[str] | None = None, **overri
     raw.update({k: v for k, v in overrides.items() if v is not None})
     if sets:
         raw = apply_sets(raw, sets)
+    from pydantic import ValidationError
+
+    from codistill.errors import describe_validation_error
+
     try:
         recipe = Recipe.model_validate(raw)
-    except Exception as e:
-        raise ValueError(f"{path}: {e}") from e
+    except ValidationError as e:
+        raise ValueError(f"{path}: {describe_validation_error(e, model=Recipe)}") from e
     _check_sections(recipe, path)
     return recipe
 
 
 def _check_sections(recipe: Recipe, where: Path | str) -> None:
-    """Validate each stage section now, so a typo fails before hours of work, naming the section."""
+    """Validate every stage's settings (each arm's train and eval with its overrides merged in)
+    now, so a typo fails before hours of work. One ValueError lists every problem, each naming
+    its section, the setting, the bad value and (where there is a list) the allowed values."""
+    from pydantic import ValidationError
+
     from codistill.data.prepare import PrepareConfig
+    from codistill.errors import validation_items
     from codistill.evaluation.run import EvalConfig
     from codistill.teacher.teach import TeachConfig
     from codistill.training.config import TrainConfig
 
-    checks = [("data", PrepareConfig, {**recipe.data, "out_dir": "x"}),
-              ("teach", TeachConfig, _teach_dict(recipe, Path("x"))[0])]
+    checks = [("data", PrepareConfig, lambda: {**recipe.data, "out_dir": "x"}),
+              ("teach", TeachConfig, lambda: _teach_dict(recipe, Path("x"))[0])]
     for arm, spec in recipe.arms.items():
         if not spec.base:
-            checks.append((f"arms.{arm}.train", TrainConfig, _train_dict(recipe, spec, Path("x"), "x")))
-        checks.append((f"arms.{arm}.eval", EvalConfig, _eval_dict(recipe, spec, None)))
+            checks.append((f"arms.{arm}.train", TrainConfig,
+                           lambda spec=spec: _train_dict(recipe, spec, Path("x"), "x")))
+        # a trained arm is evaluated with its adapter: check the backend can apply one
+        checks.append((f"arms.{arm}.eval", EvalConfig,
+                       lambda spec=spec: _eval_dict(recipe, spec, None if spec.base else "adapter")))
+    problems: dict[str, list[str]] = {}  # problem -> the sections that have it (arms share eval/train)
     for section, model, data in checks:
         try:
-            model.model_validate(data)
-        except Exception as e:
-            raise ValueError(f"{where}: section {section}: {e}") from e
+            model.model_validate(data())
+        except ValidationError as e:
+            for item in validation_items(e, model=model):
+                problems.setdefault(item, []).append(section)
+        except (ValueError, TypeError, AttributeError) as e:  # a section that is not a mapping, ...
+            problems.setdefault(str(e), []).append(section)
+    if problems:
+        raise ValueError(f"{where}: invalid settings: " + " | ".join(
+            f"section {', '.join(sections)}: {item}" for item, sections in problems.items()))
 
 
 def apply_sets(raw: dict, sets: list[str]) -> dict:
@@ -213,6 +232,8 @@ def _teach_dict(recipe: Recipe, run: Path) -> tuple[dict, bool]:
         d["data_dir"] = recipe.data_dir
     teacher = d.setdefault("teacher", {})
     serve = not teacher.get("base_url") and teacher.get("backend", "openai") == "openai"
+    if not serve and teacher.get("base_url", "") is None:
+        del teacher["base_url"]  # llamacpp in-process: no server URL
     if serve:
         teacher["model"] = recipe.serve.model
         teacher.setdefault("concurrency", recipe.serve.n_parallel)
@@ -368,7 +389,7 @@ class _Runner:
         return self._stage("data", key, folder, go, lambda: _file_hash(folder / "rows.jsonl", folder / "problems.jsonl"))
 
     def teach(self, data_hash: str) -> str:
-        from codistill.teacher.teach import TeachConfig, teach
+        from codistill.teacher.teach import TeachConfig, incomplete_error, teach
 
         r = self.recipe
         folder = self.run / "teach"
@@ -389,6 +410,10 @@ class _Runner:
                 with start_server(r.serve.model, n_parallel=r.serve.n_parallel, ctx=r.serve.ctx,
                                   threads=r.serve.threads, quiet=True) as srv:
                     m = teach(cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"base_url": srv.base_url})}))
+            # rows left to do (teacher errors) keep the stage from completing: the next run asks them again
+            err = incomplete_error(m, "the same `codistill run` command")
+            if err is not None:
+                raise err
             c = m.get("counts", {})
             if not c.get("train_rows"):
                 raise RuntimeError(f"the teach stage produced no training rows ({json.dumps(c)}); see {folder}")
@@ -467,6 +492,8 @@ def run_recipe(recipe: Recipe | str | os.PathLike, out_dir: str | os.PathLike | 
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
+    else:
+        _check_sections(recipe, f"recipe {recipe.name!r}")
     console = console or Console(emoji=False)
     run = Path(out_dir or recipe.out_dir or Path("runs") / recipe.name)
     run.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,13 @@
 
 A killed process never leaves a half-written file behind: whole files are written to a
 temporary sibling and renamed; JSONL appends are one ``write`` of a complete line followed by
-``flush`` + ``fsync``, and a reader skips a trailing partial line (with a warning) instead of
-failing, so a resumed stage simply continues.
+``flush`` + ``fsync``. A kill in the middle of an append can still leave a partial last line in
+codistill's *own* append-only files: their readers pass ``resumable=True`` to skip it (with a
+warning) and :class:`JsonlAppender` truncates it before the next append, so a resumed stage simply
+continues. Every other JSONL file (samples, problems, rows: inputs) is read strictly: a malformed
+line, the last one included, is an error naming the file and line.
+
+:class:`RunDirLock` keeps two processes of one stage out of one run directory.
 """
 
 from __future__ import annotations
@@ -44,11 +49,13 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     return len(lines)
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    """Yield the records of a JSONL (optionally .gz) file.
+def read_jsonl(path: str | os.PathLike, resumable: bool = False) -> Iterator[dict]:
+    """Yield the records (JSON objects, one per line) of a JSONL (optionally .gz) file.
 
-    A last line without its newline is an interrupted append: it is skipped with a warning. A
-    malformed line elsewhere is an error naming the file and line.
+    A malformed line or one that is not a JSON object is a ``ValueError`` naming the file and
+    line. ``resumable=True`` is for codistill's own append-only files: there a last line without
+    its newline is an append interrupted by a kill; it is skipped with a warning (the next
+    :class:`JsonlAppender` on the file truncates it) instead of failing.
     """
     path = Path(path)
     if path.suffix == ".gz":
@@ -59,17 +66,27 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
         opener = open(path, encoding="utf-8")
     with opener as f:
         lines = f.read().split("\n")
-    last = len(lines) - 1
+    last = len(lines) - 1  # the text after the final newline: "" unless the file ends mid-line
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
+            rec = json.loads(line)
         except json.JSONDecodeError as e:
-            if i == last:
+            if i == last and resumable:
                 warnings.warn(f"{path}: skipping an incomplete last line (interrupted write?)")
                 return
-            raise ValueError(f"{path}:{i + 1}: not valid JSON ({e.msg}). Fix or remove that line.") from e
+            where = " (the last line, without its newline: a write cut short?)" if i == last else ""
+            raise ValueError(f"{path}:{i + 1}: not valid JSON ({e.msg}){where}. Fix or remove that line.") from e
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}:{i + 1}: expected a JSON object ({{...}}) on every line, got "
+                             f"{_json_kind(rec)}. Fix or remove that line.")
+        yield rec
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 class JsonlAppender:
@@ -105,6 +122,57 @@ class JsonlAppender:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class RunDirBusyError(RuntimeError):
+    """Another process holds a run directory's lock (see :class:`RunDirLock`)."""
+
+
+class RunDirLock:
+    """An advisory lock on a run directory for one stage (``with RunDirLock(folder, "eval"):``).
+
+    Two ``eval`` (or ``teach``) processes on one directory would each generate (ask the teacher
+    for) the same items and append them twice. The lock is ``flock`` on ``folder/.<stage>.lock``,
+    held until the ``with`` block ends or the process dies (a crash never leaves a stale lock).
+    The file names the holder (pid, host, start time) for the second process's error message.
+    ``filelock`` would do the same, but it is not a dependency of codistill's core.
+    """
+
+    def __init__(self, folder: str | os.PathLike, stage: str):
+        self.folder = Path(folder)
+        self.stage = stage
+        self.path = self.folder / f".{stage}.lock"
+        self._f = None
+
+    def __enter__(self) -> "RunDirLock":
+        import fcntl
+        import socket
+        import time
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "pid ?"
+            f.close()
+            raise RunDirBusyError(
+                f"another {self.stage} run ({holder}) is using {self.folder}: wait for it to finish or stop "
+                f"it, then run this command again (it resumes where that run stopped), or give another "
+                f"output directory") from None
+        f.seek(0)
+        f.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}")
+        f.flush()
+        self._f = f
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._f is not None:
+            self._f.close()  # releases the lock
+            self._f = None
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -8,8 +8,11 @@ Standard library only (``urllib`` + a thread pool): no new dependency.
 * The API key is read from the environment variable named by ``api_key_env`` at construction;
   it is sent as a bearer token and never logged or shown in ``repr``.
 * Requests run ``concurrency`` at a time. Each is retried with exponential backoff (plus
-  jitter, bounded by ``max_retries``) on HTTP 5xx and 429, timeouts and connection errors;
-  other 4xx errors fail at once with the server's message.
+  jitter, bounded by ``max_retries``) on HTTP 5xx and 429, timeouts, connection errors and 200
+  answers whose body is not a JSON object; other 4xx errors fail at once with the server's
+  message. Every retry is logged (attempt n/N, the error, the wait); giving up raises
+  :class:`HTTPBackendError` naming the URL, the attempts and what to check. (A small loop rather
+  than ``urllib3.Retry``/tenacity: neither is a dependency, and the loop also retries bad bodies.)
 * ``n`` is sent to the server; when it returns fewer choices (llama.cpp server and Ollama ignore
   ``n``), the rest are requested one by one with ``seed + k``.
 * Servers accept at most a few stop strings (OpenAI: 4): the first ``max_server_stops`` are sent,
@@ -138,17 +141,23 @@ class OpenAIGenerator(Generator):
         return body
 
     def _post(self, body: dict) -> dict:
-        """POST with retries; returns the decoded JSON response."""
+        """POST with retries (each logged: attempt n/N, the error, the wait); returns the decoded
+        JSON response. A 200 whose body is not a JSON object is retried like a dropped connection."""
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.__api_key:
             headers["Authorization"] = f"Bearer {self.__api_key}"
         url = self._endpoint()
-        for attempt in range(self.max_retries + 1):
+        attempts = self.max_retries + 1
+        t0 = time.monotonic()
+        for attempt in range(attempts):
             req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+            answered = False  # the server answered (an HTTP status), as opposed to no connection / no reply
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    payload = json.loads(resp.read().decode())
+                    raw = resp.read()
+                answered = True
+                payload = _decode(raw)
                 self.usage.add(requests=1, retries=attempt)
                 return payload
             except urllib.error.HTTPError as e:
@@ -158,27 +167,41 @@ class OpenAIGenerator(Generator):
                     raise HTTPBackendError(f"POST {url} -> HTTP {e.code}: {detail}") from e
                 err: Exception = e
                 what = f"HTTP {e.code}: {detail}"
+                answered = True
+            except _BadResponse as e:
+                err, what = e, str(e)
             except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError,
                     http.client.HTTPException) as e:
-                err, what = e, f"{type(e).__name__}: {e}"
+                err, what = e, _describe_transport_error(e, self.timeout)
             if attempt == self.max_retries:
                 self.usage.add(retries=attempt)
-                raise HTTPBackendError(
-                    f"POST {url} failed after {attempt + 1} attempts; last error {what}"
-                ) from err
+                raise HTTPBackendError(self._gave_up(url, attempts, time.monotonic() - t0, what, answered)) from err
             delay = min(self.max_backoff, self.backoff * 2 ** attempt)
             delay *= 1 + 0.25 * random.random()
-            log.warning("POST %s failed (%s); retry %d/%d in %.2fs", url, what, attempt + 1,
-                        self.max_retries, delay)
+            log.warning("POST %s: attempt %d/%d failed (%s); waiting %.1f s before attempt %d/%d", url,
+                        attempt + 1, attempts, what, delay, attempt + 2, attempts)
             time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _gave_up(self, url: str, attempts: int, seconds: float, what: str, answered: bool) -> str:
+        head = (f"POST {url} failed after {attempts} attempts over {seconds:.0f} s; last error {what}. ")
+        if answered:
+            return head + ("The server answered but kept failing: see its log; retry later, or raise max_retries "
+                           "(teach: --retries).")
+        return head + (f"Check that an OpenAI-compatible server is running and reachable at {self.base_url} "
+                       "(the base_url setting; `codistill serve-teacher` starts the packaged teacher), or "
+                       f"raise the timeout ({self.timeout:.0f} s per request; teach: --timeout) or max_retries "
+                       "(teach: --retries) for a slow server.")
+
     def _texts(self, payload: dict) -> list[str]:
         choices = payload.get("choices") or []
-        choices = sorted(choices, key=lambda c: c.get("index", 0))
+        if not isinstance(choices, list):
+            choices = []
+        choices = sorted((c for c in choices if isinstance(c, dict)), key=lambda c: c.get("index") or 0)
         if self.prompt_mode == "completion":
             return [c.get("text") or "" for c in choices]
-        return [((c.get("message") or {}).get("content") or "") for c in choices]
+        return [((c.get("message") if isinstance(c.get("message"), dict) else {}).get("content") or "")
+                for c in choices]
 
     def _one_prompt(self, prompt: str, params: SamplingParams) -> list[str]:
         texts: list[str] = []
@@ -187,9 +210,9 @@ class OpenAIGenerator(Generator):
             want = params.n - len(texts)
             seed = None if params.seed is None else params.seed + k
             payload = self._post(self._body(prompt, params, want, seed))
-            usage = payload.get("usage") or {}
-            self.usage.add(prompt_tokens=usage.get("prompt_tokens", 0),
-                           completion_tokens=usage.get("completion_tokens", 0))
+            usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+            self.usage.add(prompt_tokens=usage.get("prompt_tokens") or 0,
+                           completion_tokens=usage.get("completion_tokens") or 0)
             got = self._texts(payload)
             if not got:
                 raise HTTPBackendError(f"server returned no choices: {str(payload)[:300]}")
@@ -208,6 +231,28 @@ class OpenAIGenerator(Generator):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+class _BadResponse(Exception):
+    """A 200 answer whose body is not a JSON object (a proxy or a server cut short)."""
+
+
+def _decode(raw: bytes) -> dict:
+    try:
+        payload = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise _BadResponse(f"HTTP 200 with a body that is not JSON ({type(e).__name__}: "
+                           f"{raw[:120]!r}{'...' if len(raw) > 120 else ''})") from e
+    if not isinstance(payload, dict):
+        raise _BadResponse(f"HTTP 200 with JSON that is not an object ({str(payload)[:120]})")
+    return payload
+
+
+def _describe_transport_error(e: BaseException, timeout: float) -> str:
+    if isinstance(e, (TimeoutError, socket.timeout)) or isinstance(getattr(e, "reason", None), TimeoutError):
+        return f"no answer within the {timeout:g} s timeout"
+    reason = getattr(e, "reason", None)
+    return f"{type(e).__name__}: {reason if reason is not None else e}"
 
 
 def _excerpt(e: urllib.error.HTTPError, limit: int = 300) -> str:

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from codistill.data.decontam import DecontamConfig, EvalIndex, statement_text
 from codistill.problems.schema import AssertTests, CallTests, Problem, StdioTests
@@ -55,6 +55,14 @@ class SourceSpec(BaseModel):
     max_problems: int | None = Field(None, ge=0, description="keep at most this many after all filters")
     allow_no_solution: bool = Field(False, description="keep problems without a reference (solve mode only)")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra loader arguments (taco: path=...)")
+
+    @field_validator("name")
+    @classmethod
+    def _known_source(cls, name: str) -> str:
+        from codistill.problems.loaders import check_benchmark_name
+
+        check_benchmark_name(name)
+        return name
 
 
 class PrepareConfig(BaseModel):
@@ -187,7 +195,7 @@ def _verify(problems: list[Problem], cfg: PrepareConfig, out: Path, want: int | 
     done: dict[str, list[bool]] = {}
     keys = {p.id: sha256_json(p.model_dump()) for p in problems}
     if path.exists():
-        for r in read_jsonl(path):
+        for r in read_jsonl(path, resumable=True):
             if keys.get(r["id"]) == r.get("key"):
                 done[r["id"]] = r["passed"]
     good = sum(1 for p in problems if any(done.get(p.id, [])))

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from codistill.problems.schema import Problem
 from codistill.store import JsonlAppender, atomic_write_json, read_jsonl, sha256_json, write_jsonl
@@ -44,7 +44,8 @@ class EvalConfig(BaseModel):
     model: str = Field(..., description="packaged short name, local HF folder, GGUF file, or server model name")
     adapter: str | None = Field(None, description="peft LoRA adapter folder, applied without merging")
     backend: str = Field("hf", description="hf | llama-server | openai | llamacpp (see codistill.backends)")
-    backend_options: dict = Field(default_factory=dict, description="extra backend arguments (base_url, concurrency, ...)")
+    backend_options: dict = Field(default_factory=dict, validate_default=True,
+                                  description="extra backend arguments (base_url, concurrency, ...)")
     benchmarks: list[str] = Field(default_factory=lambda: list(DEFAULT_BENCHMARKS))
     n_samples: int = Field(1, ge=1, description="samples per task (pass@k for k <= n)")
     temperature: float = Field(0.0, ge=0, description="0 = greedy (the paper's setting)")
@@ -62,10 +63,61 @@ class EvalConfig(BaseModel):
     perplexity_prefix: float = Field(0.1, gt=0, lt=1, description="fraction of question tokens given as context")
     token_nll: bool = Field(True, description="per-token NLL along greedy solutions (paper Fig. 2)")
     data_dir: str | None = None
-    judge_timeout_s: float = 3.0
-    workers: int | None = None
+    judge_timeout_s: float = Field(3.0, gt=0)
+    workers: int | None = Field(None, ge=1)
+
+    # Checked here, so that `codistill run` refuses a bad eval section before its first stage
+    # and `codistill eval` before loading a model. Field by field, so every problem shows at once.
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str, info: ValidationInfo) -> str:
+        from codistill.backends import backend_kind
+
+        kind = backend_kind(v)
+        if info.data.get("adapter") and kind not in ("hf", "llama-server"):
+            raise ValueError(f"backend {v!r} cannot apply a LoRA adapter here: use backend hf, or llama-server "
+                             "(converts the adapter to GGUF), or serve the adapter yourself")
+        return v
+
+    @field_validator("backend_options")
+    @classmethod
+    def _known_backend_options(cls, v: dict, info: ValidationInfo) -> dict:
+        from codistill.backends import backend_kind, check_backend_options
+
+        if "backend" in info.data:  # else the backend itself is wrong (reported on its own)
+            kind = backend_kind(info.data["backend"])
+            check_backend_options(kind, v, _SET_BY_EVAL.get(kind, ("model",)))
+        return v
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _known_benchmarks(cls, names: list[str]) -> list[str]:
+        from codistill.problems.loaders import check_benchmark_name
+
+        if not names:
+            raise ValueError("no benchmarks given")
+        for name in names:
+            check_benchmark_name(BENCHMARK_ALIASES.get(name, name))
+        return names
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, v: str) -> str:
+        if v not in ("float32", "bfloat16", "float16"):
+            raise ValueError("choose float32, bfloat16 or float16")
+        return v
+
+    @field_validator("template_dir")
+    @classmethod
+    def _template_dir_exists(cls, v: str | None) -> str | None:
+        if v and v not in PACKAGED_TEMPLATE_SETS and not Path(v).is_dir():
+            raise ValueError(f"neither a folder nor a packaged template set ({', '.join(PACKAGED_TEMPLATE_SETS)})")
+        return v
 
 
+# What run_eval passes to each backend itself (so not allowed in backend_options).
+_SET_BY_EVAL = {"hf": ("model", "adapter", "batch_size", "prompt_mode", "dtype"),
+                "llama-server": ("model", "adapter", "prompt_mode")}
 PACKAGED_TEMPLATE_SETS = ("bare",)
 
 
@@ -106,6 +158,16 @@ def _versions() -> dict:
     return package_versions("codistill", "torch", "transformers", "peft", "codebleu")
 
 
+def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Generate, judge and score; resumes from whatever ``out_dir`` already holds. One process at a
+    time per ``out_dir`` (a second gets :class:`codistill.store.RunDirBusyError`): two would
+    generate every sample twice."""
+    from codistill.store import RunDirLock
+
+    with RunDirLock(out_dir, "eval"):
+        return _run_eval(cfg, out_dir, progress)
+
+
 def _log():
     import logging
 
@@ -135,8 +197,7 @@ def _judge_with_progress(judge, problems: dict, samples: list[dict], name: str, 
     return verdicts
 
 
-def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Generate, judge and score; resumes from whatever ``out_dir`` already holds."""
+def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
     from rich.console import Console
 
     from codistill.backends import SamplingParams, make_generator
@@ -193,7 +254,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     gen_path = out / "generations.jsonl"
     have: dict[str, list[dict]] = defaultdict(list)
     if gen_path.exists():
-        for rec in read_jsonl(gen_path):
+        for rec in read_jsonl(gen_path, resumable=True):
             have[rec["gen_key"]].append(rec)
     todo = [(k, u) for k, u in units.items() if len(have[k]) < cfg.n_samples]
     log_path = out / "generation_log.jsonl"
@@ -329,7 +390,7 @@ def _generation_totals(log_path: Path, samples: int) -> dict:
     ``samples_timed`` < ``samples`` when some generations predate the log (or came from a call
     killed between writing its generations and its log line): the speed is then over those timed.
     """
-    lines = list(read_jsonl(log_path)) if log_path.exists() else []
+    lines = list(read_jsonl(log_path, resumable=True)) if log_path.exists() else []
     tok = sum(r.get("new_tokens") or 0 for r in lines)
     sec = sum(r.get("seconds") or 0.0 for r in lines)
     return {"new_tokens": tok, "seconds": round(sec, 2), "tokens_per_s": round(tok / sec, 2) if sec else None,
@@ -380,7 +441,7 @@ def _task_rows(name: str, problems: dict[str, Problem], verdicts: list[dict]) ->
 
 
 def _token_nll(gen, units: dict, have: dict, path: Path, batch_size: int) -> None:
-    done = {r["gen_key"] for r in read_jsonl(path)} if path.exists() else set()
+    done = {r["gen_key"] for r in read_jsonl(path, resumable=True)} if path.exists() else set()
     todo = [(k, u) for k, u in units.items() if k not in done and have.get(k)]
     with JsonlAppender(path) as app:
         for start in range(0, len(todo), batch_size):

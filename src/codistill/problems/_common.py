@@ -92,9 +92,15 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         text = f.read()
     stripped = text.lstrip()
     if stripped.startswith("["):
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from e
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a JSON array of records")
+        bad = next((i for i, r in enumerate(data) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise ValueError(f"{path}: record {bad} is not a JSON object ({{...}})")
         return data
     if stripped.startswith("{"):
         # Either one JSON object (a dict of records) or JSONL.
@@ -110,9 +116,12 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     for i, line in enumerate(text.splitlines()):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{i + 1}: not valid JSON ({e.msg})") from e
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}:{i + 1}: expected a JSON object ({{...}}) on every line")
+            rows.append(rec)
     return rows
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "LoadStats",
     "MBPP_PLUS_ORACLES",
     "benchmark_label",
+    "check_benchmark_name",
     "last_load_stats",
     "load_benchmark",
     "load_codeio",
@@ -129,17 +130,29 @@ def benchmark_label(name: str) -> str:
     return f"{label} {split} split" if split else label
 
 
-def load_benchmark(name: str, data_dir=None, limit: int | None = None, **kwargs: Any) -> list[Problem]:
-    """Load a benchmark by name (see module docstring); extra keyword arguments go to its loader
-    (``path=`` for taco, ``n=``/``seed=``/``sandbox=`` for codeio, ``prompt_style=`` for mbpp)."""
+def check_benchmark_name(name: str) -> tuple[str, str]:
+    """``(base name, split)`` of a benchmark name, or a ValueError naming the valid ones. Loads
+    nothing, so a config can be checked before any stage runs."""
+    if not isinstance(name, str):
+        raise ValueError(f"a benchmark name is a string, got {name!r}")
     base, _, split = name.strip().partition(":")
-    bench = BENCHMARKS.get(base)
-    if bench is None:
+    if base not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; valid names: {', '.join(BENCHMARKS)} "
                          f"(and mbpp:<split> with split in {', '.join(MBPP_SPLITS)})")
     if split:
         if base != "mbpp":
             raise ValueError(f"{base!r} has no splits; only mbpp:<split> ({', '.join(MBPP_SPLITS)})")
+        if split not in MBPP_SPLITS:
+            raise ValueError(f"unknown split in {name!r}; mbpp's splits: {', '.join(MBPP_SPLITS)}")
+    return base, split
+
+
+def load_benchmark(name: str, data_dir=None, limit: int | None = None, **kwargs: Any) -> list[Problem]:
+    """Load a benchmark by name (see module docstring); extra keyword arguments go to its loader
+    (``path=`` for taco, ``n=``/``seed=``/``sandbox=`` for codeio, ``prompt_style=`` for mbpp)."""
+    base, split = check_benchmark_name(name)
+    bench = BENCHMARKS[base]
+    if split:
         kwargs["split"] = split
     if limit is not None and limit < 0:
         raise ValueError("limit must be >= 0")

@@ -123,7 +123,7 @@ def _read_rows(path: Path, missing: list[str], notes: list[str], base: Path) -> 
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            rows = list(read_jsonl(path))
+            rows = list(read_jsonl(path, resumable=True))  # a run may be writing it
         for w in caught:
             notes.append(str(w.message))
         return rows

@@ -31,8 +31,13 @@ Files in ``out_dir``:
   hits, teacher calls), tokens, time, tokens/s, contexts/min, cost (when prices are given), and
   the leakage distribution.
 
-Teacher errors (the server unreachable after the client's retries) do not mark a problem as
-done: it is listed under ``teacher_errors`` and a re-run asks again.
+Teacher errors (the server unreachable after the client's retries, an HTTP error, an empty
+answer — :class:`EmptyAnswerError`, never cached, so an outage does not become permanent) do not
+mark a problem as done: it is listed under ``teacher_errors``, the manifest says ``complete:
+false`` and a re-run asks again. After ``max(8, 2 × concurrency)`` rows failed in a row the run
+stops asking (the teacher is down). :func:`incomplete_error` turns such a manifest into the
+error ``codistill teach`` (exit 1 when no row finished, 3 when some did) and ``codistill run``
+(the stage is not complete) end with.
 """
 
 from __future__ import annotations
@@ -46,15 +51,15 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from codistill.store import JsonlAppender, atomic_write_json, read_jsonl, sha256_json, write_jsonl
+from codistill.store import JsonlAppender, RunDirLock, atomic_write_json, read_jsonl, sha256_json, write_jsonl
 from codistill.teacher import leakage as leak
 from codistill.teacher.parse import PARSER_VERSION, ValidationRules, parse_answer, template_echo
 from codistill.teacher.templates import MODES, PromptTemplate, load_template, render_context
 
 __all__ = ["TeachConfig", "TeacherConfig", "TeachSampling", "teach", "load_rows", "ResponseCache",
-           "TRAIN_KEYS"]
+           "TRAIN_KEYS", "EmptyAnswerError", "TeachIncompleteError", "incomplete_error"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +125,36 @@ class TeachConfig(BaseModel):
     order_seed: int | None = Field(None, description="process rows in a random order with this seed (so a "
                                    "partial run covers every source); outputs keep the dataset order")
 
+    @field_validator("benchmark")
+    @classmethod
+    def _known_benchmark(cls, name: str | None) -> str | None:
+        if name is not None:
+            from codistill.problems.loaders import check_benchmark_name
+
+            check_benchmark_name(name)
+        return name
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TeachConfig":
+        if (self.dataset is None) == (self.benchmark is None):
+            raise ValueError("give exactly one of dataset (a `codistill data` folder) or benchmark (a loader name)"
+                             f"; got dataset={self.dataset!r}, benchmark={self.benchmark!r}")
+        return self
+
+
+class EmptyAnswerError(RuntimeError):
+    """The teacher answered (HTTP 200) with no text: a symptom of a server in trouble. Such an
+    answer is never cached, and the row is left to do (a teacher error), so the next run asks again."""
+
+
+class TeachIncompleteError(RuntimeError):
+    """Teacher errors left rows without a record. ``exit_code``: 1 when no row finished in this run
+    (every teacher call failed), 3 when some did (a partial run); a re-run asks only the rest."""
+
+    def __init__(self, message: str, exit_code: int = 3):
+        super().__init__(message)
+        self.exit_code = exit_code
+
 
 # --------------------------------------------------------------------------- rows
 
@@ -168,8 +203,9 @@ class ResponseCache:
         self.path = Path(folder) / "responses.jsonl"
         self._d: dict[str, dict] = {}
         if self.path.exists():
-            for r in read_jsonl(self.path):
-                self._d[r["key"]] = r
+            for r in read_jsonl(self.path, resumable=True):
+                if (r.get("text") or "").strip():  # empty answers (outage symptoms) written by old versions
+                    self._d[r["key"]] = r
         self._app: JsonlAppender | None = None
         self._lock = threading.Lock()
         self.hits = 0
@@ -286,6 +322,10 @@ class _Runner:
         if hit is not None:
             return hit["text"], hit["usage"], True
         text, usage = self.teacher(prompt, self.params(attempt))
+        if not text.strip():
+            # a server in trouble answers 200 with nothing; cached, that outage would be permanent
+            raise EmptyAnswerError(f"the teacher answered with no text (attempt {attempt + 1}); not cached: "
+                                   "the row is asked again on the next run")
         self.cache.put({"key": k, "id": row["id"], "attempt": attempt, "text": text, "usage": usage,
                         "teacher": self.cfg.teacher.model, "template": self.template.sha256})
         return text, usage, False
@@ -384,34 +424,10 @@ def teach(config: TeachConfig | dict) -> dict:
         return _teach(cfg, out)
 
 
-class _exclusive:
-    """An advisory lock on the run directory: two ``teach`` processes on one ``out_dir`` would
-    ask the teacher twice for the same problems."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        import fcntl
-        import os
-
-        self.f = open(self.path, "a+")
-        try:
-            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.f.seek(0)
-            holder = self.f.read().strip() or "?"
-            self.f.close()
-            raise RuntimeError(f"another teach run (pid {holder}) is using {self.path.parent}; wait for it "
-                               "or stop it (the run resumes where it stopped)") from None
-        self.f.seek(0)
-        self.f.truncate()
-        self.f.write(str(os.getpid()))
-        self.f.flush()
-        return self
-
-    def __exit__(self, *exc):
-        self.f.close()  # releases the lock
+def _exclusive(path: Path) -> RunDirLock:
+    """The run directory's lock (``path`` = ``<out_dir>/.teach.lock``): two ``teach`` processes on
+    one ``out_dir`` would ask the teacher twice for the same problems."""
+    return RunDirLock(Path(path).parent, "teach")
 
 
 def _teach(cfg: TeachConfig, out: Path) -> dict:
@@ -421,7 +437,7 @@ def _teach(cfg: TeachConfig, out: Path) -> dict:
     ctx_path = out / "contexts.jsonl"
     done: dict[str, dict] = {}
     if ctx_path.exists():
-        for r in read_jsonl(ctx_path):
+        for r in read_jsonl(ctx_path, resumable=True):
             if r.get("run_key") == run_key and r.get("parser_version") == PARSER_VERSION:
                 done[r["id"]] = r
     todo = [r for r in rows if r["id"] not in done]
@@ -444,10 +460,16 @@ def _teach(cfg: TeachConfig, out: Path) -> dict:
     fresh = 0  # finished with at least one teacher call in this run (the rest came from the cache)
     t0 = time.time()
     log.info("teach %s: %d rows, %d already done, %d to do", cfg.mode, len(rows), len(rows) - len(todo), len(todo))
+    tc = cfg.teacher
+    if todo and tc.backend == "openai":
+        log.info("teacher %s at %s: %d in flight, %.0f s per request, %d retries", tc.model, tc.base_url,
+                 tc.concurrency, tc.timeout_s, tc.max_retries)
     try:
         if todo:
             lock = threading.Lock()
             workers = 1 if cfg.teacher.backend == "llamacpp" else cfg.teacher.concurrency
+            stop_after = max(_STOP_AFTER_FAILED_ROWS, 2 * workers)
+            streak = 0  # rows failed in a row: the teacher is down, asking the rest would only wait
             from codistill.progress import Progress
 
             prog = Progress("teach", len(rows), unit="rows", done=len(rows) - len(todo), every_n=cfg.progress_every,
@@ -457,13 +479,21 @@ def _teach(cfg: TeachConfig, out: Path) -> dict:
                 futs = {ex.submit(runner.run, r): r for r in todo}
                 for fut in as_completed(futs):
                     row = futs[fut]
+                    if fut.cancelled():
+                        continue
                     try:
                         rec = fut.result()
                     except Exception as e:  # noqa: BLE001 - a teacher outage must not lose finished work
                         errors[row["id"]] = f"{type(e).__name__}: {e}"[:300]
                         log.warning("teacher error on %s: %s", row["id"], errors[row["id"]])
                         prog.advance()
+                        streak += 1
+                        if streak == stop_after:
+                            n = sum(f.cancel() for f in futs)
+                            log.error("the last %d rows all failed: the teacher looks unavailable; %d rows not "
+                                      "asked (they stay to do)", streak, n)
                         continue
+                    streak = 0
                     rec["run_key"] = run_key
                     with lock:
                         app.append(rec)
@@ -485,7 +515,56 @@ def _teach(cfg: TeachConfig, out: Path) -> dict:
     manifest = _manifest(cfg, template, rows, records, train_rows, teacher, cache, errors, new, fresh, wall,
                          run_key, out / "teach_manifest.json")
     atomic_write_json(out / "teach_manifest.json", manifest)
+    if errors:
+        log.warning("%s", describe_teacher_errors(manifest))
     return manifest
+
+
+_STOP_AFTER_FAILED_ROWS = 8  # at least; twice the rows in flight when that is more
+
+
+def describe_teacher_errors(manifest: dict) -> str | None:
+    """One paragraph on a teach run's teacher errors (None when there were none): how many rows
+    got no answer, the distinct errors (most frequent first, with an example row), and what stays."""
+    from collections import Counter
+
+    errors: dict[str, str] = manifest.get("teacher_errors") or {}
+    if not errors:
+        return None
+    c = manifest["counts"]
+    by_msg = Counter(errors.values())
+    example = {}
+    for rid, msg in errors.items():
+        example.setdefault(msg, rid)
+    shown = "; ".join(f"{example[m]}{f' (and {k - 1} more)' if k > 1 else ''}: {m.rstrip('.')}"
+                      for m, k in by_msg.most_common(3))
+    if len(by_msg) > 3:
+        shown += f"; {len(by_msg) - 3} other errors"
+    new = (manifest.get("this_run") or {}).get("new_contexts", 0)
+    not_asked = c["remaining"] - len(errors)
+    text = (f"{len(errors)} of {c['rows']} rows got no answer from the teacher"
+            f"{' (every teacher call of this run failed)' if not new else ''}: {shown}. "
+            f"{c['finished']} rows are finished and kept ({c['valid']} valid, {c['train_rows']} training rows)")
+    if not_asked > 0:
+        text += f"; {not_asked} more were not asked (the run stopped asking after repeated failures)"
+    return text + "."
+
+
+def incomplete_error(manifest: dict, resume: str) -> TeachIncompleteError | None:
+    """The error to raise when a teach run left rows to do (None when it finished them all).
+    ``resume``: the command that continues the run (it asks only the rows left to do)."""
+    c = manifest["counts"]
+    if manifest.get("complete") or not c.get("remaining"):
+        return None
+    why = describe_teacher_errors(manifest) or f"{c['remaining']} of {c['rows']} rows are left to do."
+    teacher = manifest.get("config", {}).get("teacher", {})
+    new = (manifest.get("this_run") or {}).get("new_contexts", 0)
+    hint = ""
+    if not new and teacher.get("backend", "openai") == "openai":
+        hint = f" Check that the teacher server at {teacher.get('base_url')} is up and answering."
+    return TeachIncompleteError(f"teach is not complete: {why}{hint} To ask the teacher again for the rows left "
+                                f"to do (finished ones are kept), run {resume} again.",
+                                exit_code=1 if not new else 3)
 
 
 def _train_rows(records: list[dict], rows_by_id: dict, mode: str) -> list[dict]:
@@ -591,7 +670,11 @@ def main(argv: list[str] | None = None) -> dict:
     """``python -m codistill.teacher.teach`` (the flags ``codistill teach`` should have)."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="codistill teach", description="Generate teacher contexts (resumable).")
+    ap = argparse.ArgumentParser(
+        prog="codistill teach", description="Generate teacher contexts (resumable).",
+        epilog="Exit status: 0 every row finished; 1 no row finished because every teacher call failed (or "
+               "another error); 2 bad input or settings; 3 some rows finished, others got teacher errors. "
+               "Rows left to do are asked again by the same command.")
     ap.add_argument("--config", help="YAML/JSON file with a TeachConfig; flags override it")
     ap.add_argument("--out", dest="out_dir", help="run directory")
     ap.add_argument("--mode", choices=list(MODES))
@@ -603,6 +686,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--base-url")
     ap.add_argument("--model", help="teacher model name (server alias, or GGUF for llamacpp)")
     ap.add_argument("--concurrency", type=int)
+    ap.add_argument("--timeout", type=float, dest="timeout_s",
+                    help="seconds per teacher request (default 900: CPU teachers are slow)")
+    ap.add_argument("--retries", type=int, dest="max_retries",
+                    help="retries of a failed request, with exponential backoff (default 4); each is logged")
     ap.add_argument("--max-new-tokens", type=int)
     ap.add_argument("--temperature", type=float)
     ap.add_argument("--max-attempts", type=int, help="teacher calls per problem at most (solve: k)")
@@ -618,13 +705,15 @@ def main(argv: list[str] | None = None) -> dict:
         import yaml
 
         data = yaml.safe_load(Path(a.config).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{a.config}: a teach config is a mapping of TeachConfig fields")
     top = {"out_dir": a.out_dir, "mode": a.mode, "dataset": a.dataset, "benchmark": a.benchmark, "limit": a.limit,
            "template": a.template, "max_attempts": a.max_attempts, "keep_passing": a.keep_passing,
            "leakage_threshold": a.leakage_threshold, "cache_dir": a.cache_dir, "order_seed": a.order_seed}
     data.update({k: v for k, v in top.items() if v is not None})
     t = data.setdefault("teacher", {})
     for k, v in {"backend": a.backend, "base_url": a.base_url, "model": a.model, "concurrency": a.concurrency,
-                 "price_per_1k_prompt": a.price_per_1k_prompt,
+                 "timeout_s": a.timeout_s, "max_retries": a.max_retries, "price_per_1k_prompt": a.price_per_1k_prompt,
                  "price_per_1k_completion": a.price_per_1k_completion}.items():
         if v is not None:
             t[k] = v
@@ -636,8 +725,15 @@ def main(argv: list[str] | None = None) -> dict:
     m = teach(TeachConfig.model_validate(data))
     print(json.dumps({"counts": m["counts"], "tokens": m["tokens"], "this_run": m["this_run"],
                       "leakage": m["leakage"]["final"]}))
+    err = incomplete_error(m, "the same `codistill teach` command")
+    if err is not None:
+        raise err
     return m
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from codistill.cli import main as cli_main
+
+    sys.exit(cli_main(["teach", *sys.argv[1:]]))

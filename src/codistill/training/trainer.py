@@ -400,7 +400,7 @@ def _truncate_log(path: Path, step: int) -> None:
         return
     from codistill.store import write_jsonl
 
-    write_jsonl(path, [r for r in read_jsonl(path) if int(r.get("step", 0)) <= step])
+    write_jsonl(path, [r for r in read_jsonl(path, resumable=True) if int(r.get("step", 0)) <= step])
 
 
 # ---------------------------------------------------------------------- the entry point
