@@ -174,29 +174,6 @@ def _log():
     return logging.getLogger(__name__)
 
 
-def _judge_with_progress(judge, problems: dict, samples: list[dict], name: str, progress: bool,
-                         workers: int | None) -> list[dict]:
-    """``judge.judge_samples`` in chunks of ``max(64, 16 × workers)`` samples, so that a
-    :class:`codistill.progress.Progress` reports samples judged / total, rate and ETA (large
-    chunks: each waits for its slowest program while other workers idle)."""
-    import os
-
-    from codistill.progress import Progress
-
-    if not samples:
-        return []
-    judge.prepare([problems[t] for t in dict.fromkeys(s["task_id"] for s in samples) if t in problems],
-                  progress=progress)  # expected outputs once, with the judge's own bar
-    size = max(64, 16 * (workers or os.cpu_count() or 1))
-    verdicts: list[dict] = []
-    with Progress(f"judge {name}", len(samples), unit="samples", logger=_log(), bar=None if progress else False,
-                  echo=progress) as bar:
-        for start in range(0, len(samples), size):
-            verdicts.extend(judge.judge_samples(problems, samples[start:start + size], progress=False))
-            bar.advance(len(samples[start:start + size]), info=f"{sum(bool(v.get('passed')) for v in verdicts)} passed")
-    return verdicts
-
-
 def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
     from rich.console import Console
 
@@ -334,7 +311,7 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
                                     "sample_index": rec["sample_index"]})
             write_jsonl(bdir / "samples.jsonl", samples)
             byid = {p.id: p for p in problems}
-            verdicts = _judge_with_progress(judge, byid, samples, name, progress, cfg.workers)
+            verdicts = judge.judge_samples(byid, samples, progress=progress, label=f"judge {name}", logger=_log())
             write_jsonl(bdir / "verdicts.jsonl", verdicts)
             label = EVAL_LABELS.get(name) or BENCHMARK_LABELS.get(name, name)
             summary = summarize(verdicts, label)
