@@ -460,9 +460,8 @@ def main() -> None:
             degraded.append(f"allow-list filesystem view failed ({why}): programs see the host's files")
     else:
         degraded.append("no mount namespace: programs see the host's files and share a scratch directory")
-    if view["missing_packages"]:
-        degraded.append(f"packages not found, not importable in the sandbox: {view['missing_packages']}")
     info["packages"] = [os.path.basename(p) for p in view["packages"]]
+    info["packages_missing"] = view["missing_packages"]  # asked for, not installed: not importable either
     if info["root"]:
         uid = int(cfg.get("uid", SANDBOX_UID_DEFAULT))
         info["uid_drop"] = _can_run_as(uid, view["py_dirs"])
