@@ -18,7 +18,12 @@ def test_data_dir_precedence(tmp_path, monkeypatch):
     assert data_dir(flag) == flag.resolve()  # the CLI flag wins
     assert data_dir() == env.resolve()  # then the environment variable
     monkeypatch.delenv(DATA_ENV)
-    assert (data_dir() / "HumanEvalPlus.jsonl.gz").exists()  # default ../shared/data
+    # default: ../shared/data beside the current folder (a layout of our own, so the test does not
+    # depend on where this checkout was cloned)
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "proj").mkdir()
+    monkeypatch.chdir(tmp_path / "proj")
+    assert data_dir() == (tmp_path / "shared" / "data").resolve()
 
 
 def test_missing_data_file_names_the_fix(tmp_path):
