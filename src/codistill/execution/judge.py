@@ -251,7 +251,6 @@ class Judge:
                 m = res.case(i)
                 if m is not None and m.get("ok"):
                     got = m["out"]
-                    got_value = None if is_digest(got) else decode(got)
             except Exception as e:  # noqa: BLE001 - bytes from the program that do not decode: its error
                 out["status"] = "error"
                 out["failure"] = {"suite": s.name, "case": i, "input": _excerpt(s.inputs[i]),
@@ -282,17 +281,13 @@ class Judge:
                 out["status"] = "sandbox_error"
                 out["failure"] = {"suite": s.name, "case": i, "error": "the reference solution failed on this case"}
                 return out
-            if not s.oracle and i not in nonfinite_cases and got == exp_raw:
-                # equal encodings (exact types) => equal values; keep EvalPlus's atol side effect
-                if cmp.atol == 0 and i in float_cases:
-                    cmp.atol = 1e-6
-                matched = True
-            elif is_digest(got) or is_digest(exp_raw):
-                d_out = got[DIGEST_KEY] if is_digest(got) else digest(got)
-                d_exp = exp_raw[DIGEST_KEY] if is_digest(exp_raw) else digest(exp_raw)
-                matched = d_out == d_exp
-            else:
-                matched = cmp(decode(s.inputs[i]), got_value, decode(exp_raw))
+            try:
+                matched = self._matches(s, cmp, i, got, exp_raw, i in float_cases, i in nonfinite_cases)
+            except Exception as e:  # noqa: BLE001 - an encoding no harness writes: the program's error
+                out["status"] = "error"
+                out["failure"] = {"suite": s.name, "case": i, "input": _excerpt(s.inputs[i]),
+                                  "error": f"unreadable result from the program ({type(e).__name__})"}
+                return out
             if not matched:
                 out["status"] = "fail"
                 out["failure"] = {"suite": s.name, "case": i, "input": _excerpt(s.inputs[i]),
@@ -309,6 +304,20 @@ class Judge:
             return out
         out["status"] = "pass"
         return out
+
+    @staticmethod
+    def _matches(s: CallTests, cmp: CaseComparer, i: int, got, exp_raw, float_case: bool, nonfinite: bool) -> bool:
+        """One case: the program's encoded output against the expected one (decoded only when needed)."""
+        if not s.oracle and not nonfinite and got == exp_raw:
+            # equal encodings (exact types) => equal values; keep EvalPlus's atol side effect
+            if cmp.atol == 0 and float_case:
+                cmp.atol = 1e-6
+            return True
+        if is_digest(got) or is_digest(exp_raw):
+            d_out = got[DIGEST_KEY] if is_digest(got) else digest(got)
+            d_exp = exp_raw[DIGEST_KEY] if is_digest(exp_raw) else digest(exp_raw)
+            return d_out == d_exp
+        return cmp(decode(s.inputs[i]), decode(got), decode(exp_raw))
 
     def _judge_stdio(self, s: StdioTests, program: str) -> dict:
         if s.outputs is None:
