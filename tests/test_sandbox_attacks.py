@@ -95,8 +95,6 @@ def test_no_host_directory_is_writable(sandbox):
     prog = textwrap.dedent(f"""
         import os
         wrote = []
-        for top in ('/run/lock', '/var/lock', '/run', '/var', '/usr', '/etc', '/root', '/home', '/work', '/opt', '/srv'):
-            pass
         for dirpath, dirnames, filenames in os.walk('/'):
             if dirpath.startswith('/proc'):
                 dirnames[:] = []
