@@ -323,3 +323,23 @@ def test_call_digests_only_the_allowed_cases(sandbox):
     assert isinstance(out[0], list) and len(out[0]) == 20_000
     assert out[1]["__digest"] == digest(encode(expected))
     assert out[2] == encode([("0", "x"), ("1", "x"), ("2", "x")])
+
+
+def test_reference_run_digests_until_the_float_tolerance_switch(sandbox):
+    """allow_digest="reference" (a reference solution's run): large outputs are digested, nested
+    floats included, until an output is a float or a list of floats (EvalPlus's is_floats turns
+    its tolerance on there); from then on outputs come back in full, and the judge's
+    digest_cases on those outputs agrees."""
+    from codistill.execution.judge import digest_cases
+    from codistill.execution.wire import digest, encode, is_digest
+
+    prog = ("def f(kind, n):\n"
+            "    if kind == 'pairs':\n        return [(i + 0.5, i) for i in range(n)]\n"
+            "    return [i + 0.25 for i in range(n)]\n")
+    inputs = [["pairs", 5000], ["floats", 5000], ["pairs", 5000]]
+    res = sandbox.run_call(prog, "f", inputs, allow_digest="reference")
+    out = [res.case(i)["out"] for i in range(3)]
+    assert out[0]["__digest"] == digest(encode([(i + 0.5, i) for i in range(5000)]))
+    assert not is_digest(out[1]) and not is_digest(out[2])
+    assert out[2] == encode([(i + 0.5, i) for i in range(5000)])
+    assert digest_cases(out) == [0]

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from codistill.execution.compare import CaseComparer, stdout_matches
-from codistill.execution.wire import NotPlainValue, decode, digest, encode, maybe_digest
+from codistill.execution.wire import NotPlainValue, decode, digest, encode, is_digest, maybe_digest
 
 
 @pytest.mark.parametrize("value", [
@@ -92,13 +92,15 @@ def test_digest_equality_matches_python_equality(a, b, equal):
     assert (digest(encode(a)) == digest(encode(b))) is equal
 
 
-def test_maybe_digest_only_for_large_float_free_values():
+def test_maybe_digest_only_for_large_values_without_nan_inf_complex():
     small = encode([1, 2, 3])
     assert maybe_digest(small) == small
     big = encode(list(range(5000)))
     assert "__digest" in maybe_digest(big)
-    big_floats = encode([0.5] * 5000)
-    assert maybe_digest(big_floats) == big_floats
+    big_floats = encode([0.5] * 5000)  # finite floats: digested (the judge allows it only for exact cases)
+    assert is_digest(maybe_digest(big_floats))
+    big_nan = encode([0.5] * 5000 + [float("nan")])
+    assert maybe_digest(big_nan) == big_nan
 
 
 def test_comparer_follows_evalplus_float_rules():
@@ -143,9 +145,16 @@ def test_stream_digest_equals_digest_of_encoding():
         s = stream_digest(v)
         assert s["__digest"] == digest(encode(v)), v if len(repr(v)) < 200 else type(v)
         assert s["n"] == len(_dumps(_canon(encode(v))))
-    # values the judge must compare in full (tolerances) are not digested
-    assert stream_digest([1.0] * 10) is None
-    assert stream_digest([1, {2: 3j}]) is None
+    # finite floats are digested too (integral ones as ints, as _canon does: 2.0 == 2, -0.0 == 0)
+    floats = [(0.5, 2.0, -0.0, 1e300, 7), [1.25, 3], {"k": 0.1}, 2.5, [0.1 * i for i in range(50)]]
+    for v in floats:
+        assert stream_digest(v)["__digest"] == digest(encode(v)), v
+    assert stream_digest([(2.0, 0.0)] * 20)["__digest"] == stream_digest([(2, 0)] * 20)["__digest"]
+    assert stream_digest([(0.1, 0.2)] * 20)["__digest"] != stream_digest([(0.1, 0.30000000000000004)] * 20)["__digest"]
+    # NaN, inf and complex are not (their == is not equality of text)
+    for v in ([1.0, float("nan")], [(1.5, float("inf"))], [1, {2: 3j}]):
+        assert stream_digest(v) is None
+        assert not is_digest(maybe_digest(encode(v * 3000)))
     # a different value gives a different digest
     assert stream_digest([("a", "b")] * 3000)["__digest"] != stream_digest([("a", "c")] * 3000)["__digest"]
     with pytest.raises(NotPlainValue):
@@ -160,8 +169,13 @@ def test_digest_cases_follow_evalplus_tolerance_switch():
 
     big_ints = encode(list(range(5000)))
     strings = encode([("a", "b")] * 3)
-    expected = [big_ints, strings, None, encode([0.5, 1]), big_ints, strings, maybe_digest(big_ints)]
-    assert digest_cases(expected) == [0, 1, 4 + 1, 6]
+    nested_floats = encode([(0.5, 1.5)] * 3)  # EvalPlus: not is_floats, compared with ==
+    nan = encode([1, float("nan")])  # never digested
+    expected = [big_ints, strings, None, nested_floats, nan, encode((0.5, 1.5)), big_ints, strings, nested_floats,
+                maybe_digest(big_ints)]
+    assert digest_cases(expected) == [0, 1, 3, 7, 9]
+    assert digest_cases(expected, atol=1e-6) == [1, 7, 9]  # a task's own atol: tolerant from the start
+    assert digest_cases([encode([0.5, 1])]) == [0]  # a mixed list is not is_floats
     assert holds_number(encode([(1,)])) and holds_number(encode({"k": True})) and holds_number(encode(2 ** 40000))
     assert not holds_number(encode([("a", None), {"x": "y"}, b"z"]))
 

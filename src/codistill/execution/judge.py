@@ -28,33 +28,50 @@ from pydantic import BaseModel, ConfigDict, Field
 from codistill.execution.compare import CaseComparer, child_transform, stdout_matches
 from codistill.execution.sandbox import MalformedResult, RunResult, Sandbox, SandboxConfig
 from codistill.execution.compare import is_floats
-from codistill.execution.wire import DIGEST_KEY, decode, digest, has_float, has_nonfinite, holds_number, is_digest
+from codistill.execution.wire import DIGEST_KEY, TAG, decode, digest, has_nonfinite, holds_number, is_digest
 from codistill.problems.schema import AssertTests, CallTests, Problem, StdioTests
 
 log = logging.getLogger(__name__)
-GT_FORMAT_VERSION = 3  # 3: case times measured by the worker
+GT_FORMAT_VERSION = 4  # 3: case times measured by the worker; 4: finite floats digested where EvalPlus compares exactly
 EXCERPT = 300
 
 
-def digest_cases(expected: list) -> list[int]:
-    """Case indices whose candidate output may come back as a digest: exactly those where a digest
-    comparison is EvalPlus's comparison. A float expected value switches EvalPlus's tolerance on for
-    that case and every later one (``atol = 1e-6``), and under a tolerance numbers compare loosely
-    (``np.allclose``); so: float-free expected values before the first float case, and after it
-    only values that hold no numbers at all (strings, None, containers of them). Expected values
-    that are themselves digests stay allowed (they are compared exactly either way)."""
+def _enc_is_floats(o) -> bool:
+    """EvalPlus's ``is_floats`` on an encoded value: a float, or a non-empty list/tuple of floats."""
+    def is_float(v):
+        return type(v) is float or (isinstance(v, dict) and v.get(TAG) == "float")
+
+    if is_float(o):
+        return True
+    if isinstance(o, dict) and o.get(TAG) == "tuple":
+        o = o.get("v")
+    return type(o) is list and bool(o) and all(map(is_float, o))
+
+
+def digest_cases(expected: list, atol: float = 0.0) -> list[int]:
+    """Case indices whose candidate output may come back as a digest: exactly those that EvalPlus
+    compares with plain ``==``. EvalPlus turns its tolerance on (``atol = 1e-6``) at the first
+    case whose expected value is a float or a list/tuple of floats (``is_floats``), for that case
+    and every later one; under a tolerance, numbers compare with ``np.allclose``. So: cases before
+    that switch (unless the task has its own ``atol``), and after it only values that hold no
+    numbers at all. Values holding NaN, inf or complex numbers are never digested (their ``==``
+    is not equality of canonical text). Expected values that are themselves digests stay allowed
+    (the reference sent them only where the comparison is exact, see harness ``digest="reference"``)."""
     allowed: list[int] = []
-    tolerant = False
+    tolerant = atol != 0
     for i, o in enumerate(expected):
         if is_digest(o):
             allowed.append(i)
-        elif o is None:
+            continue
+        if o is None:
             continue  # the reference failed here; the case is not compared
-        elif has_float(o):
-            tolerant = True
-        elif not tolerant or not holds_number(o):
+        tolerant = tolerant or _enc_is_floats(o)
+        if has_nonfinite(o):
+            continue
+        if not tolerant or not holds_number(o):
             allowed.append(i)
     return allowed
+
 
 class JudgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -147,8 +164,10 @@ class Judge:
         def run(item):
             p, s, path = item
             digestible = s.atol == 0 and not s.oracle
+            # the reference digests a large output only where EvalPlus's comparison is exact
             res = self.sandbox.run_call(p.solutions[0], s.fn_name, s.inputs, timeout=max(60.0, self.config.max_task_timeout),
-                                        oracle=child_transform(s.oracle), allow_digest=digestible)
+                                        oracle=child_transform(s.oracle),
+                                        allow_digest="reference" if digestible else False)
             outs, times, bad = [], [], []
             for i in range(len(s.inputs)):
                 try:

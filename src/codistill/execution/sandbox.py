@@ -318,13 +318,15 @@ class Sandbox:
         timeout: float | None = None,
         case_limits: list[float] | None = None,
         oracle: str | None = None,
-        allow_digest: bool | list[int] = False,
+        allow_digest: bool | list[int] | str = False,
     ) -> RunResult:
         """Call ``fn_name(*args)`` for each args list; returns the wire-encoded outputs in lines.
 
-        ``allow_digest``: large float-free outputs come back as a sha256 of their canonical form
-        (see :func:`codistill.execution.wire.maybe_digest`) instead of the value itself — for
-        every case (True) or for the listed case indices.
+        ``allow_digest``: large outputs (without NaN, inf, complex) come back as a sha256 of their
+        canonical form (see :func:`codistill.execution.wire.maybe_digest`) instead of the value
+        itself — for every case (True), for the listed case indices, or ``"reference"``: only
+        until EvalPlus's float tolerance switches on (a reference solution's run, where the
+        expected outputs are not known yet).
         """
         return self.run_job(
             self._job("call", program, timeout, fn_name=fn_name, inputs=inputs, case_limits=case_limits, oracle=oracle,

@@ -151,16 +151,18 @@ def from_plain(x: Any) -> Any:
 # Digests of large outputs
 # --------------------------------------------------------------------------------------------
 DIGEST_KEY = "__digest"
-DIGEST_THRESHOLD = 4096  # bytes of canonical JSON above which a float-free output is sent as a digest
+DIGEST_THRESHOLD = 4096  # bytes of canonical JSON above which an output is sent as a digest
 
 
 def _canon(x: Any) -> Any:
     """Canonical form of an *encoded* value: equal canonical forms <=> Python ``==``, provided
-    one side (the expected value) has no floats.
+    neither side holds NaN, inf or a complex number (those are never digested).
 
-    bool -> int (``True == 1``), integral float -> int (``2.0 == 2``), frozenset -> set
-    (``{1} == frozenset({1})``), set elements and dict items sorted (order-insensitive
-    equality). Expected values with floats are never digested (tolerances, NaN).
+    bool -> int (``True == 1``), integral float -> int (``2.0 == 2``, ``-0.0 == 0``), frozenset
+    -> set (``{1} == frozenset({1})``), set elements and dict items sorted (order-insensitive
+    equality). Other finite floats keep their shortest repr, which is unique per value, so equal
+    text <=> equal floats. Digests stand for *exact* comparison only: the judge allows them only
+    for cases EvalPlus compares with ``==`` (see ``judge.digest_cases``).
     """
     if type(x) is bool:
         return int(x)
@@ -188,19 +190,6 @@ def _dumps(x: Any) -> str:
     return json.dumps(x, separators=(",", ":"), ensure_ascii=False)
 
 
-def has_float(enc: Any) -> bool:
-    """Whether an encoded value contains a float or complex anywhere."""
-    if type(enc) is float:
-        return True
-    if isinstance(enc, list):
-        return any(has_float(v) for v in enc)
-    if isinstance(enc, dict):
-        if enc.get(TAG) in ("float", "complex"):
-            return True
-        return any(has_float(v) for v in enc.values())
-    return False
-
-
 def holds_number(enc: Any) -> bool:
     """Whether an encoded value contains an int, bool, float or complex anywhere."""
     t = type(enc)
@@ -222,10 +211,11 @@ def digest(enc: Any) -> str:
 
 
 def maybe_digest(enc: Any, threshold: int = DIGEST_THRESHOLD) -> Any:
-    """Replace a large float-free encoded value by ``{"__digest": sha256, "n": size}``."""
+    """Replace a large encoded value by ``{"__digest": sha256, "n": size}``; values holding NaN,
+    inf or complex numbers are kept (their ``==`` is not equality of canonical text)."""
     if isinstance(enc, (list, dict)) or (type(enc) is str and len(enc) > threshold):
         text = _dumps(enc)
-        if len(text) > threshold and not has_float(enc):
+        if len(text) > threshold and not has_nonfinite(enc):
             import hashlib
 
             return {DIGEST_KEY: hashlib.sha256(_dumps(_canon(enc)).encode("utf-8", "surrogatepass")).hexdigest(),
@@ -249,7 +239,7 @@ def has_nonfinite(enc: Any) -> bool:
 
 
 class _NotDigestible(Exception):
-    """The value holds a float or complex: it is compared with tolerances, never digested."""
+    """The value holds NaN, inf or a complex number: never digested (see :func:`_canon`)."""
 
 
 def stream_digest(x: Any) -> dict | None:
@@ -262,8 +252,8 @@ def stream_digest(x: Any) -> dict | None:
     dicts. The digest equals ``digest(encode(x))`` (tested on every value type), so a streamed
     candidate still matches an expected value digested the ordinary way.
 
-    Returns None when ``x`` holds a float or complex (not digestible: compare it in full);
-    raises :class:`NotPlainValue` as :func:`encode` would.
+    Returns None when ``x`` holds NaN, inf or a complex number (not digestible: compare it in
+    full); raises :class:`NotPlainValue` as :func:`encode` would.
     """
     import hashlib
 
@@ -293,11 +283,20 @@ def _canon_text(x: Any, depth: int) -> str:
     return "".join(parts)
 
 
+def _plain_float(v: float) -> bool:
+    """A float json writes exactly as its canonical form: finite and not integral."""
+    return math.isfinite(v) and not v.is_integer()
+
+
 def _flat(x: list | tuple) -> bool:
     types = set(map(type, x))
     if types <= {str}:
         return True
-    return types <= {str, int} and all(v.bit_length() <= 10_000 for v in x if type(v) is int)
+    if not types <= {str, int, float}:
+        return False
+    if int in types and not all(v.bit_length() <= 10_000 for v in x if type(v) is int):
+        return False
+    return float not in types or all(map(_plain_float, (v for v in x if type(v) is float)))
 
 
 def _stream(x: Any, emit, depth: int) -> None:
@@ -313,10 +312,15 @@ def _stream(x: Any, emit, depth: int) -> None:
         emit(_dumps(encode(x)))  # small ints as digits, huge ones in their tagged hex form
     elif t is str:
         emit(_dumps(x))
-    elif t is float or t is complex:
+    elif t is float:
+        if not math.isfinite(x):
+            raise _NotDigestible
+        emit(str(int(x)) if x.is_integer() else _dumps(x))
+    elif t is complex:
         raise _NotDigestible
     elif (t is list or t is tuple) and _flat(x):
-        # only strings and ordinary ints: json's C encoder writes them exactly as above
+        # strings, ordinary ints, finite non-integral floats: json's C encoder writes them
+        # exactly as above
         emit(('{"%s":"tuple","v":' % TAG + _dumps(list(x)) + "}") if t is tuple else _dumps(x))
     elif t is list or t is tuple:
         if t is tuple:
@@ -344,6 +348,6 @@ def _stream(x: Any, emit, depth: int) -> None:
         # bytes, deque, numpy values, subclasses of plain types: the ordinary path for this
         # subtree (it is rarely large); the float check keeps the contract of maybe_digest
         enc = encode(x, depth)
-        if has_float(enc):
+        if has_nonfinite(enc):
             raise _NotDigestible
         emit(_dumps(_canon(enc)))
