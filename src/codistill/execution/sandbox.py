@@ -95,12 +95,18 @@ class RunResult:
     raw: dict = field(default_factory=dict, repr=False)
     case_times: dict[int, float] = field(default_factory=dict)  # per case, on the worker's clock
     timeout_case: int | None = None  # the case whose time limit ran out, if one did
+    _cases: dict[int, dict] | None = field(default=None, repr=False, compare=False)
 
     def case(self, i: int) -> dict | None:
         """Result line of call-based case ``i`` (decoded now if it is large); None if absent.
 
         Raises MalformedResult when the program's bytes are not a line the harness writes."""
-        m = next((m for m in self.lines if m.get("ev") == "case" and m.get("i") == i), None)
+        if self._cases is None:  # index once: a suite reads every case (HumanEval+ has up to ~1,000)
+            self._cases = {}
+            for line in self.lines:
+                if line.get("ev") == "case":
+                    self._cases.setdefault(line.get("i"), line)
+        m = self._cases.get(i)
         if m is None or "_raw" not in m:
             return m
         return _decode_line(m["_raw"], "case", i)
