@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from typing import Any
 
 TAG = "__t"
@@ -283,20 +284,52 @@ def _canon_text(x: Any, depth: int) -> str:
     return "".join(parts)
 
 
-def _plain_float(v: float) -> bool:
-    """A float json writes exactly as its canonical form: finite and not integral."""
-    return math.isfinite(v) and not v.is_integer()
+_INT_LIMIT = 1 << 10_000  # ints from 10,000 bits on are encoded in hex (see encode)
+_EXP_FLOAT = re.compile(r"(?<=[\[,])-?\d+(?:\.\d+)?e\+\d+(?=[,\]])")  # 1e+16 -> 10000000000000000
 
 
-def _flat(x: list | tuple) -> bool:
+def _flat_text(x: list) -> str | None:
+    """``_dumps(_canon(encode(x)))`` for a flat list of strings, ints and floats, written by json's
+    C encoder in one call; None if ``x`` is not such a list (or its text needs the slow path).
+    Raises :class:`_NotDigestible` for NaN/inf.
+
+    Floats are written by ``float.__repr__``: finite non-integral ones exactly as their canonical
+    form; integral ones as ``"<digits>.0"`` (below 1e16) or with an exponent (from 1e16 on), which
+    regexes turn into the int ``_canon`` writes -- only where no string can hold such text (lists
+    without strings; with strings, integral floats take the slow path).
+    """
     types = set(map(type, x))
     if types <= {str}:
-        return True
+        return _dumps(x)
     if not types <= {str, int, float}:
-        return False
-    if int in types and not all(v.bit_length() <= 10_000 for v in x if type(v) is int):
-        return False
-    return float not in types or all(map(_plain_float, (v for v in x if type(v) is float)))
+        return None
+    if int in types:
+        if str in types:
+            if any(v.bit_length() > 10_000 for v in x if type(v) is int):
+                return None
+        elif not max(map(abs, x)) < _INT_LIMIT:
+            return None
+    text = _dumps(x)
+    if float not in types:
+        return text
+    if str in types:  # the text of a float cannot be told from a string's: check the floats themselves
+        for v in x:
+            if type(v) is float and not (math.isfinite(v) and not v.is_integer()):
+                if not math.isfinite(v):
+                    raise _NotDigestible
+                return None
+        return text
+    if "Infinity" in text or "NaN" in text:
+        raise _NotDigestible
+    if "e+" in text:  # integral floats from 1e16 on: the digits of the int they equal
+        text = _EXP_FLOAT.sub(lambda m: str(int(float(m.group()))), text)
+    if ".0," in text or ".0]" in text:
+        # In a list of numbers only the repr of an integral float ends in ".0", and "-0" then
+        # only stands for -0.0 (repr's exponents have two digits): plain replaces, at C speed.
+        text = text.replace(".0,", ",").replace(".0]", "]")
+        if "-0," in text or "-0]" in text:
+            text = text.replace("-0,", "0,").replace("-0]", "0]")
+    return text
 
 
 def _stream(x: Any, emit, depth: int) -> None:
@@ -318,10 +351,8 @@ def _stream(x: Any, emit, depth: int) -> None:
         emit(str(int(x)) if x.is_integer() else _dumps(x))
     elif t is complex:
         raise _NotDigestible
-    elif (t is list or t is tuple) and _flat(x):
-        # strings, ordinary ints, finite non-integral floats: json's C encoder writes them
-        # exactly as above
-        emit(('{"%s":"tuple","v":' % TAG + _dumps(list(x)) + "}") if t is tuple else _dumps(x))
+    elif (t is list or t is tuple) and (flat := _flat_text(x if t is list else list(x))) is not None:
+        emit(('{"%s":"tuple","v":' % TAG + flat + "}") if t is tuple else flat)
     elif t is list or t is tuple:
         if t is tuple:
             emit('{"%s":"tuple","v":' % TAG)
