@@ -29,9 +29,11 @@ def _recipe(tmp_path: Path, student: Path, teacher_url: str) -> Path:
         "train": {"model": str(student), "max_steps": 2, "batch_size": 2, "num_threads": 1,
                   "data": {"max_length": 256}, "structure": {"encoder": "self"},
                   "logging": {"tensorboard": False, "progress": False}},
+        # a smoke run: 8 new tokens, far under the training targets, on purpose (recorded)
         "eval": {"backend": "hf", "benchmarks": ["humaneval"], "limit": 2, "max_new_tokens": 8,
                  "prompt_mode": "completion", "perplexity": False, "token_nll": False,
-                 "backend_options": {"num_threads": 1}},
+                 "backend_options": {"num_threads": 1}, "allow_short_budget": True},
+        "format": {"base": "paper", "prompt_mode": "completion"},  # the tiny tokenizer has no chat template
         "arms": {"base": {"base": True}, "cd": {"train": {"structure": {"enabled": False}}},
                  "cd_sa": {"train": {"structure": {"enabled": True}}}},
     }
@@ -239,3 +241,19 @@ def test_a_teach_stage_with_teacher_errors_is_not_complete(tmp_path, server, cap
     assert len(server.requests) == n + 2
     stages = json.loads((run / "run_manifest.json").read_text())["stages"]
     assert stages["teach"]["status"] == "complete" and stages["teach"]["info"]["train_rows"] == 3
+
+
+def test_a_budget_shorter_than_the_training_targets_stops_the_run_before_training(ml, tmp_path, tiny_llama_dir, server):  # noqa: F811
+    """Without the explicit override, max_new_tokens=8 is refused right after the teach stage,
+    naming the targets' 99th percentile, before any arm is trained or judged."""
+    from codistill.formats import ProtocolError
+    from codistill.recipe import load_recipe, run_recipe
+
+    path = _recipe(tmp_path, tiny_llama_dir, server.url)
+    raw = yaml.safe_load(path.read_text())
+    del raw["eval"]["allow_short_budget"]
+    path.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    with pytest.raises(ProtocolError, match=r"99th percentile of the training targets .* base: max_new_tokens=8 < \d+"):
+        run_recipe(load_recipe(path), out_dir=run)
+    assert (run / "teach" / "train.jsonl").is_file() and not (run / "arms").exists()

@@ -151,10 +151,21 @@ def cmd_eval(args) -> int:
         seed=args.seed, limit=args.limit, batch_size=args.batch_size, prompt_mode=args.prompt_mode,
         template_dir=args.template_dir, dtype=args.dtype, perplexity=not args.no_perplexity,
         token_nll=not args.no_token_nll, data_dir=args.data_dir, judge_timeout_s=args.timeout, workers=args.workers,
+        format=_format_arg(args.format), allow_format_mismatch=args.allow_format_mismatch,
+        allow_short_budget=args.allow_short_budget, budget_margin=args.budget_margin,
     )
     results = run_eval(cfg, args.out, progress=not args.no_progress)
     print_eval_results(results)
     return 0
+
+
+def _format_arg(value: str | None):
+    """--format: a name, or a YAML/JSON file holding a format mapping."""
+    if value and Path(value).is_file():
+        import yaml
+
+        return yaml.safe_load(Path(value).read_text())
+    return value
 
 
 def cmd_train(args) -> int:
@@ -266,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="first K tasks of each benchmark")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--prompt-mode", choices=["auto", "chat", "completion"], default="auto")
+    p.add_argument("--format", default=None, help="the protocol: `standard` (default: zero-shot, EvalPlus instruction prompt), a student format (`paper`, `paper-no-tests`, `code-only`, or a YAML/JSON file), or `adapter`: the format the adapter was trained in (an adapter judged in another format or with fewer tokens than it was trained to write is refused)")
+    p.add_argument("--allow-format-mismatch", action="store_true", help="judge an adapter in a format it was not trained in (recorded in results.json)")
+    p.add_argument("--allow-short-budget", action="store_true", help="judge an adapter with --max-new-tokens under its training targets' length (recorded)")
+    p.add_argument("--budget-margin", type=int, default=32, help="tokens over the 99th percentile of the adapter's training targets that --max-new-tokens must leave")
     p.add_argument("--template-dir", default=None, help="folder with eval_chat.txt / eval_completion.txt, or `bare`: the problem statement alone as the user turn (the prompt `codistill train` trains on) instead of EvalPlus's instruction prompt")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--no-perplexity", action="store_true")

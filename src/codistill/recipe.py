@@ -39,7 +39,7 @@ import time
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -71,6 +71,9 @@ class ArmSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base: bool = Field(False, description="true: evaluate the student as it is (no training)")
+    protocols: list[Literal["format", "standard"]] | None = Field(
+        None, description="how this arm is judged: 'format' (the recipe's student format) and/or 'standard' "
+        "(zero-shot, EvalPlus instruction prompt). Default: a base arm both, a trained arm 'format' only")
     train: dict[str, Any] = Field(default_factory=dict, description="overrides deep-merged onto the recipe's train section")
     eval: dict[str, Any] = Field(default_factory=dict, description="overrides deep-merged onto the recipe's eval section")
     description: str | None = None
@@ -91,8 +94,31 @@ class Recipe(BaseModel):
     serve: ServeSpec = Field(default_factory=ServeSpec, description="local teacher when teach.teacher.base_url is null")
     train: dict[str, Any] = Field(default_factory=dict, description="codistill train settings shared by the arms")
     eval: dict[str, Any] = Field(default_factory=dict, description="codistill eval settings shared by the arms (EvalConfig without model/adapter)")
+    format: str | dict[str, Any] = Field("paper", description="the student format, declared once: how problems are "
+                                         "prompted and answers laid out, for training and for judging (a packaged "
+                                         "name: paper, paper-no-tests, code-only; or a mapping, see codistill.formats)")
+    primary_protocol: Literal["format", "standard"] = Field(
+        "format", description="the protocol declared primary before the run (the report leads with it); each "
+        "arm's primary-protocol eval is in arms/<arm>/eval, any other in arms/<arm>/eval@<protocol>")
     arms: dict[str, ArmSpec] = Field(..., min_length=1, description="arm name -> spec; e.g. base, cd, cd_sa")
     report: dict[str, Any] = Field(default_factory=lambda: {"baseline": "base"}, description="baseline arm, title")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v):
+        from codistill.formats import get_format
+
+        get_format(v)
+        return v
+
+    def student_format(self):
+        from codistill.formats import get_format
+
+        return get_format(self.format)
+
+    def protocols(self, arm: str) -> list[str]:
+        spec = self.arms[arm]
+        return list(spec.protocols or (["standard", "format"] if spec.base else ["format"]))
 
     @field_validator("arms")
     @classmethod
@@ -166,20 +192,27 @@ def _check_sections(recipe: Recipe, where: Path | str) -> None:
             checks.append((f"arms.{arm}.train", TrainConfig,
                            lambda spec=spec: _train_dict(recipe, spec, Path("x"), "x")))
         # a trained arm is evaluated with its adapter: check the backend can apply one
-        checks.append((f"arms.{arm}.eval", EvalConfig,
-                       lambda spec=spec: _eval_dict(recipe, spec, None if spec.base else "adapter")))
+        for protocol in recipe.protocols(arm):
+            checks.append((f"arms.{arm}.eval", EvalConfig,
+                           lambda spec=spec, protocol=protocol: _eval_dict(recipe, spec, None if spec.base else "adapter",
+                                                                           protocol)))
     problems: dict[str, list[str]] = {}  # problem -> the sections that have it (arms share eval/train)
     for section, model, data in checks:
         try:
             model.model_validate(data())
         except ValidationError as e:
             for item in validation_items(e, model=model):
-                problems.setdefault(item, []).append(section)
+                _add(problems.setdefault(item, []), section)
         except (ValueError, TypeError, AttributeError) as e:  # a section that is not a mapping, ...
-            problems.setdefault(str(e), []).append(section)
+            _add(problems.setdefault(str(e), []), section)
     if problems:
         raise ValueError(f"{where}: invalid settings: " + " | ".join(
             f"section {', '.join(sections)}: {item}" for item, sections in problems.items()))
+
+
+def _add(sections: list[str], section: str) -> None:
+    if section not in sections:  # an arm judged under two protocols is one section
+        sections.append(section)
 
 
 def apply_sets(raw: dict, sets: list[str]) -> dict:
@@ -215,11 +248,23 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+FORMAT_OWNED = ("prompt_mode", "prompt_template", "system_prompt", "target_sections", "section_separator",
+                "format_name", "stop_after_code")
+
+
 def _train_dict(recipe: Recipe, arm: ArmSpec, out: Path, train_file: str) -> dict:
     d = deep_merge(recipe.train, arm.train)
     d["output_dir"] = str(out)
     d.setdefault("data", {})
-    d["data"] = {**d["data"], "train_file": train_file}
+    if not isinstance(d["data"], dict):
+        raise ValueError("train.data must be a mapping")
+    owned = sorted(k for k in d["data"] if k in FORMAT_OWNED)
+    if owned:
+        raise ValueError(f"train.data sets {', '.join(owned)}: the student format is declared once, in the recipe's "
+                         "top-level `format:` section (it is used for training and for judging alike)")
+    fmt = recipe.student_format()
+    d["data"] = {**d["data"], **fmt.data_fields(), "format_name": fmt.name, "stop_after_code": fmt.stop_after_code,
+                 "train_file": train_file}
     d["resume"] = True
     return d
 
@@ -245,11 +290,15 @@ def _student(recipe: Recipe) -> str:
     return recipe.train.get("model", "qwen2.5-coder-0.5b")
 
 
-def _eval_dict(recipe: Recipe, arm: ArmSpec, adapter: str | None) -> dict:
+def _eval_dict(recipe: Recipe, arm: ArmSpec, adapter: str | None, protocol: str = "format") -> dict:
     d = deep_merge(recipe.eval, arm.eval)
     train = deep_merge(recipe.train, arm.train)
     d.setdefault("model", train.get("model", _student(recipe)))
     d["adapter"] = adapter
+    if "format" in d:
+        raise ValueError("eval.format: the student format is declared once, in the recipe's top-level `format:` "
+                         "section; choose how each arm is judged with arms.<arm>.protocols")
+    d["format"] = recipe.student_format().model_dump() if protocol == "format" else "standard"
     if recipe.data_dir and not d.get("data_dir"):
         d["data_dir"] = recipe.data_dir
     return d
@@ -445,13 +494,53 @@ class _Runner:
         return self._stage(f"train:{arm}", key, folder, go,
                            lambda: _file_hash(adapter / "adapter_config.json", adapter / "adapter_model.safetensors"))
 
-    def eval(self, arm: str, adapter_hash: str | None) -> str:
+    def check_budget(self) -> dict | None:
+        """Before any arm is trained or judged: the eval budget against the training targets'
+        lengths in the run's format (what the trainer will store with each adapter), so a budget
+        too short for the trained arms stops the run now, not after hours of judging."""
+        from codistill.formats import ProtocolError, required_budget
+
+        r = self.recipe
+        train_file = self.run / "teach" / "train.jsonl"
+        uses = [a for a in self.arms if "format" in r.protocols(a)]
+        if not uses or not train_file.is_file():
+            return None
+        from transformers import AutoTokenizer
+
+        from codistill.models import resolve_model
+        from codistill.training.config import DataConfig
+        from codistill.training.data import format_record, load_records
+
+        dcfg = DataConfig.model_validate(_train_dict(r, ArmSpec(), Path("x"), str(train_file))["data"])
+        tok = AutoTokenizer.from_pretrained(str(resolve_model(_student(r))))
+        rec = format_record(load_records(train_file), tok, dcfg)
+        problems = []
+        for arm in uses:
+            ecfg = _eval_dict(r, r.arms[arm], None, "format")
+            margin = int(ecfg.get("budget_margin", 32))
+            need = required_budget(rec["generation_tokens"], margin)
+            have = int(ecfg.get("max_new_tokens", 512))
+            if need is not None and have < need and not ecfg.get("allow_short_budget"):
+                problems.append(f"{arm}: max_new_tokens={have} < {need}")
+        if problems:
+            st = rec["generation_tokens"]
+            raise ProtocolError(
+                f"the eval budget is shorter than what the students are trained to write in format "
+                f"{rec['format']['name']!r}: 99th percentile of the training targets (up to where generation may "
+                f"stop) = {st['p99']} tokens (median {st['p50']}, max {st['max']}), + margin = "
+                f"{required_budget(st, int(r.eval.get('budget_margin', 32)))}; {'; '.join(problems)}. Raise "
+                "eval.max_new_tokens (--set eval.max_new_tokens=N), or set eval.allow_short_budget: true to judge "
+                "with the short budget on purpose (recorded)")
+        return rec
+
+    def eval(self, arm: str, adapter_hash: str | None, protocol: str = "format") -> str:
         from codistill.evaluation.run import EvalConfig, run_eval
 
         spec = self.recipe.arms[arm]
-        folder = self.run / "arms" / arm / "eval"
+        primary = protocol == self.recipe.primary_protocol
+        folder = self.run / "arms" / arm / ("eval" if primary else f"eval@{protocol}")
         adapter = None if spec.base else str(self.run / "arms" / arm / "train" / "adapter")
-        cfg = EvalConfig.model_validate(_eval_dict(self.recipe, spec, adapter))
+        cfg = EvalConfig.model_validate(_eval_dict(self.recipe, spec, adapter, protocol))
         keyed = cfg.model_dump(exclude={"adapter", "workers", "batch_size", "data_dir", "backend_options"})
         key = _hash(["eval", keyed, adapter_hash])
         # run_eval keeps the generations of a run whose benchmarks or limit change
@@ -462,7 +551,8 @@ class _Runner:
             return {b: {"pass@1": (v.get("pass@k") or {}).get("pass@1"), "tasks": v.get("tasks")}
                     for b, v in res.get("benchmarks", {}).items()}
 
-        return self._stage(f"eval:{arm}", key, folder, go, lambda: _file_hash(folder / "results.json"), compat=compat)
+        name = f"eval:{arm}" if primary else f"eval:{arm}@{protocol}"
+        return self._stage(name, key, folder, go, lambda: _file_hash(folder / "results.json"), compat=compat)
 
     def report(self) -> dict | None:
         if not self._wanted("report"):
@@ -514,11 +604,14 @@ def run_recipe(recipe: Recipe | str | os.PathLike, out_dir: str | os.PathLike | 
     try:
         data_hash = runner.data()
         teach_hash = runner.teach(data_hash) if any(not recipe.arms[a].base for a in runner.arms) else None
+        if runner._wanted("eval") or runner._wanted("train"):
+            runner.check_budget()
         for arm in runner.arms:
             spec = recipe.arms[arm]
             try:
                 adapter_hash = None if spec.base else runner.train(arm, teach_hash)
-                runner.eval(arm, adapter_hash)
+                for protocol in sorted(recipe.protocols(arm), key=lambda p: p != recipe.primary_protocol):
+                    runner.eval(arm, adapter_hash, protocol)
             except _NotRun as e:  # this arm stops here; the others go on
                 if not runner._wanted(str(e).split(":")[0]):
                     console.print(f"[dim]{e}: left out by --only[/]")

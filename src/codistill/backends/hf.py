@@ -173,8 +173,11 @@ class HFGenerator(Generator):
     def encode_prompt(self, prompt: str) -> list[int]:
         """Token ids of ``prompt`` as generation sees it."""
         text = self.format_prompt(prompt)
-        # the chat template writes its own special tokens; plain prompts get the tokenizer's
-        ids = self.tokenizer(text, add_special_tokens=self.prompt_mode == "completion")["input_ids"]
+        # the chat template writes its own special tokens; plain prompts get the tokenizer's, unless
+        # the text was rendered through the chat template already (a student format's prompt)
+        bos = self.tokenizer.bos_token
+        rendered = bool(bos) and text.startswith(bos)
+        ids = self.tokenizer(text, add_special_tokens=self.prompt_mode == "completion" and not rendered)["input_ids"]
         return list(ids)
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -65,6 +65,26 @@ class EvalConfig(BaseModel):
     data_dir: str | None = None
     judge_timeout_s: float = Field(3.0, gt=0)
     workers: int | None = Field(None, ge=1)
+    format: str | dict | None = Field(None, description="the protocol: None or 'standard' = zero-shot (EvalPlus "
+                                      "instruction prompt through the backend's chat, any answer layout); a student "
+                                      "format (packaged name such as 'paper', or a mapping; see codistill.formats); "
+                                      "'adapter' = the format the adapter was trained in")
+    budget_margin: int = Field(32, ge=0, description="tokens over the 99th percentile of the adapter's training "
+                               "targets that max_new_tokens must leave (the budget guard)")
+    allow_format_mismatch: bool = Field(False, description="judge an adapter in a format it was not trained in "
+                                        "(recorded in results.json)")
+    allow_short_budget: bool = Field(False, description="judge an adapter with max_new_tokens under its training "
+                                     "targets' length (recorded in results.json)")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v):
+        if v in (None, "standard", "adapter"):
+            return v
+        from codistill.formats import get_format
+
+        get_format(v)
+        return v
 
     # Checked here, so that `codistill run` refuses a bad eval section before its first stage
     # and `codistill eval` before loading a model. Field by field, so every problem shows at once.
@@ -186,11 +206,15 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
     console = Console(emoji=False)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # the protocol, checked against the adapter before anything is loaded (codistill.formats)
+    fmt, check = resolve_protocol(cfg)
     cfg_path = out / "config.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        keys = ("model", "adapter", "backend", "temperature", "top_p", "max_new_tokens", "prompt_mode", "seed")
-        changed = [k for k in keys if old.get(k, "hf" if k == "backend" else None) != getattr(cfg, k)]
+        keys = ("model", "adapter", "backend", "temperature", "top_p", "max_new_tokens", "prompt_mode", "seed",
+                "dtype", "format", "template_dir")
+        defaults = {"backend": "hf", "dtype": "float32"}
+        changed = [k for k in keys if old.get(k, defaults.get(k)) != getattr(cfg, k)]
         if changed:
             raise ValueError(f"{out} holds a run with different settings ({', '.join(changed)}); "
                              "use another --out directory or delete it to start over")
@@ -208,11 +232,14 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
     # generation -------------------------------------------------------------------------
     t0 = time.perf_counter()
     backend = cfg.backend.lower().replace("_", "-")
+    # a student format renders its prompts itself (the same text training tokenized): the backend
+    # gets them as raw completion prompts
+    backend_mode = "completion" if fmt is not None else cfg.prompt_mode
     if backend in ("hf", "transformers", "huggingface"):
         gen = make_generator(cfg.backend, model=cfg.model, adapter=cfg.adapter, batch_size=cfg.batch_size,
-                             prompt_mode=cfg.prompt_mode, dtype=cfg.dtype, **cfg.backend_options)
+                             prompt_mode=backend_mode, dtype=cfg.dtype, **cfg.backend_options)
     elif backend in ("llama-server", "llamacpp-server"):
-        gen = make_generator(cfg.backend, model=cfg.model, adapter=cfg.adapter, prompt_mode=cfg.prompt_mode,
+        gen = make_generator(cfg.backend, model=cfg.model, adapter=cfg.adapter, prompt_mode=backend_mode,
                              **cfg.backend_options)
     else:
         if cfg.adapter:
@@ -220,13 +247,26 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
                              "--backend llama-server (converts the adapter to GGUF), or serve the adapter yourself")
         gen = make_generator(cfg.backend, model=cfg.model, **cfg.backend_options)
     timings["load_model_s"] = time.perf_counter() - t0
-    mode = getattr(gen, "prompt_mode", "chat" if cfg.prompt_mode != "completion" else "completion")
-    template = _template(cfg, mode)
+    tok = getattr(gen, "tokenizer", None) or _student_tokenizer(cfg)
+    if fmt is not None:
+        if tok is None:
+            raise ValueError(f"format {fmt.name!r} needs the model's tokenizer to render its prompts, and none "
+                             f"could be loaded for {cfg.model!r}")
+        mode = "chat"  # for code extraction: answers are whole responses, not prompt continuations
+
+        def prompt_of(p: Problem) -> str:
+            return fmt.render_prompt(tok, p.prompt)[0]
+    else:
+        mode = getattr(gen, "prompt_mode", "chat" if cfg.prompt_mode != "completion" else "completion")
+        template = _template(cfg, mode)
+
+        def prompt_of(p: Problem) -> str:
+            return render_prompt(p, template)
 
     units: dict[str, dict] = {}  # gen_key -> {task_id, prompt, problem}
     for name, problems in benches.items():
         for p in problems:
-            prompt = render_prompt(p, template)
+            prompt = prompt_of(p)
             units.setdefault(_gen_key(p.id, prompt), {"task_id": p.id, "prompt": prompt, "problem": p})
     gen_path = out / "generations.jsonl"
     have: dict[str, list[dict]] = defaultdict(list)
@@ -242,7 +282,6 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
                       f"({mode} mode, {'greedy' if cfg.temperature == 0 else f'T={cfg.temperature}'})")
         from codistill.progress import Progress
 
-        tok = getattr(gen, "tokenizer", None)
         usage = getattr(gen, "usage", None)
         answered0 = usage.requests if usage is not None else 0
 
@@ -259,7 +298,7 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
                 chunk = todo[start:start + step]
                 stops = []
                 for _, u in chunk:
-                    stops.extend(_stops(u["problem"], mode))
+                    stops.extend(fmt.stop_strings() if fmt is not None else _stops(u["problem"], mode))
                 params = SamplingParams(n=cfg.n_samples, temperature=cfg.temperature, top_p=cfg.top_p,
                                         max_new_tokens=cfg.max_new_tokens, stop=tuple(dict.fromkeys(stops)),
                                         seed=cfg.seed + start)
@@ -296,7 +335,12 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
     jcfg = JudgeConfig(timeout_s=cfg.judge_timeout_s,
                        sandbox=SandboxConfig(**({"workers": cfg.workers} if cfg.workers else {})))
     results: dict = {"benchmarks": {}, "config": cfg.model_dump(), "versions": _versions(), "data_hashes": data_hashes,
-                     "prompt_mode": mode}
+                     "prompt_mode": mode if fmt is None else fmt.prompt_mode,
+                     "protocol": {"name": fmt.name if fmt is not None else "standard",
+                                  "format": fmt.model_dump() if fmt is not None else None,
+                                  "description": fmt.describe() if fmt is not None else
+                                  "standard zero-shot: EvalPlus instruction prompt, any answer layout",
+                                  "check": check}}
     task_rows: list[dict] = []
     tj = time.perf_counter()
     with Judge(jcfg) as judge:
@@ -304,11 +348,15 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
             bdir = out / name.replace(":", "_")
             samples = []
             for p in problems:
-                key = _gen_key(p.id, render_prompt(p, template))
+                key = _gen_key(p.id, prompt_of(p))
                 for rec in sorted(have[key], key=lambda r: r["sample_index"])[:cfg.n_samples]:
-                    program = build_program(rec["completion_raw"], p.code_prefix, p.entry_point, mode)
-                    samples.append({"task_id": p.id, "solution": program, "completion_raw": rec["completion_raw"],
-                                    "sample_index": rec["sample_index"]})
+                    raw = rec["completion_raw"]
+                    program = build_program(raw, p.code_prefix, p.entry_point, mode)
+                    n_tok = rec.get("n_tokens")
+                    samples.append({"task_id": p.id, "solution": program, "completion_raw": raw,
+                                    "sample_index": rec["sample_index"], "n_tokens": n_tok,
+                                    "hit_cap": None if n_tok is None else n_tok >= cfg.max_new_tokens - CAP_SLACK,
+                                    "has_code": has_code(raw, p.entry_point, mode)})
             write_jsonl(bdir / "samples.jsonl", samples)
             byid = {p.id: p for p in problems}
             verdicts = judge.judge_samples(byid, samples, progress=progress, label=f"judge {name}", logger=_log())
@@ -316,6 +364,7 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
             label = EVAL_LABELS.get(name) or BENCHMARK_LABELS.get(name, name)
             summary = summarize(verdicts, label)
             summary.update(_structure_metrics(byid, verdicts))
+            summary.update(answer_rates(samples))
             results["benchmarks"][name] = summary
             task_rows.extend(_task_rows(name, byid, verdicts))
     timings["judge_s"] = time.perf_counter() - tj
@@ -359,6 +408,66 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
     if scorer is not None and scorer is not gen:
         scorer.close()
     return results
+
+
+CAP_SLACK = 2  # a completion re-tokenised may count a token or two off what the model generated
+
+
+def resolve_protocol(cfg: EvalConfig):
+    """(the student format or None for the standard protocol, the adapter check record); raises
+    codistill.formats.ProtocolError when the adapter was trained in another format or to write
+    more tokens than ``max_new_tokens`` (unless the matching override is set)."""
+    from codistill.formats import FORMAT_FILE, ProtocolError, StudentFormat, check_adapter, get_format
+
+    if cfg.format in (None, "standard"):
+        fmt = None
+    elif cfg.format == "adapter":
+        path = Path(cfg.adapter or "") / FORMAT_FILE
+        if not cfg.adapter or not path.is_file():
+            raise ProtocolError(f"format 'adapter' needs an adapter with {FORMAT_FILE} (written by codistill train); "
+                                f"{'no adapter given' if not cfg.adapter else f'{path} does not exist'}")
+        fmt = StudentFormat.model_validate(json.loads(path.read_text())["format"])
+    else:
+        fmt = get_format(cfg.format)
+    check = check_adapter(cfg.adapter, fmt, cfg.max_new_tokens, cfg.budget_margin,
+                          allow_format_mismatch=cfg.allow_format_mismatch, allow_short_budget=cfg.allow_short_budget)
+    return fmt, check
+
+
+def _student_tokenizer(cfg: EvalConfig):
+    """The model's tokenizer (for counting answer tokens and rendering a format's prompts), or
+    None when there is none to load (a remote model)."""
+    try:
+        from transformers import AutoTokenizer
+
+        from codistill.models import resolve_model
+
+        return AutoTokenizer.from_pretrained(str(resolve_model(cfg.model, dtype=cfg.dtype)))
+    except Exception as e:  # noqa: BLE001 - counting is optional for a model with no local files
+        _log().warning("no tokenizer for %s (%s): cap-hit rates are not measured", cfg.model, e)
+        return None
+
+
+def has_code(answer: str, entry_point: str | None, mode: str) -> bool:
+    """Whether an answer holds code the judge can run: code that defines the entry point, or (no
+    entry point) a non-empty program that parses."""
+    from codistill.evaluation.extract import _defines, _parses, extract_code
+
+    if mode == "completion" and not answer.lstrip().startswith("```"):
+        return bool(answer.strip())
+    code = extract_code(answer, entry_point)
+    if entry_point:
+        return _defines(code, entry_point)
+    return bool(code.strip()) and _parses(code)
+
+
+def answer_rates(samples: list[dict]) -> dict:
+    """Share of answers that hit the token cap and share with no extractable code."""
+    n = len(samples)
+    counted = [s["hit_cap"] for s in samples if s.get("hit_cap") is not None]
+    return {"cap_hit_rate": (sum(counted) / len(counted)) if counted else None,
+            "no_code_rate": (sum(not s.get("has_code", True) for s in samples) / n) if n else None,
+            "answers": n}
 
 
 def _generation_totals(log_path: Path, samples: int) -> dict:

@@ -213,11 +213,20 @@ def discover_arms(run_dirs: list[str | Path]) -> tuple[list[Arm], list[RunInfo]]
                 continue
             for d in sorted(x for x in arms_dir.iterdir() if x.is_dir()):
                 name = f"{label}/{d.name}" if label else d.name
-                eval_dir = d / "eval" if (d / "eval").is_dir() or not (d / "results.json").is_file() else d
-                arm = Arm(name=name, source=path, eval_dir=eval_dir, train_dir=d / "train", run=run)
-                _load_eval(arm, base)
-                _load_train(arm, base)
-                arms.append(arm)
+                # an arm judged under a second protocol has arms/<arm>/eval@<protocol> too: a row of its own
+                extra = sorted(x for x in d.iterdir() if x.is_dir() and x.name.startswith("eval@"))
+                if (d / "eval").is_dir() or (d / "results.json").is_file() or not extra:
+                    eval_dir = d / "eval" if (d / "eval").is_dir() or not (d / "results.json").is_file() else d
+                    arm = Arm(name=name, source=path, eval_dir=eval_dir, train_dir=d / "train", run=run)
+                    _load_eval(arm, base)
+                    _load_train(arm, base)
+                    arms.append(arm)
+                for x in extra:
+                    arm = Arm(name=f"{name}@{x.name.split('@', 1)[1]}", source=path, eval_dir=x,
+                              train_dir=d / "train", run=run)
+                    _load_eval(arm, base)
+                    _load_train(arm, base)
+                    arms.append(arm)
         elif (path / "eval" / "results.json").is_file():
             arm = Arm(name=label or path.name, source=path, eval_dir=path / "eval", train_dir=path / "train")
             _load_eval(arm, base)
@@ -448,6 +457,61 @@ def _consistency(arms: list[Arm], benches: list[str]) -> list[str]:
         if lim:
             warn.append(f"{a.name}: evaluated on the first {lim} tasks of each benchmark only (limit={lim})")
     return warn
+
+
+CAP_WARN = 0.05  # share of answers at the token cap above which an arm is flagged
+
+
+def _protocol(arm: Arm) -> dict:
+    """How an arm was judged (results.json ``protocol``; runs before it: the standard one)."""
+    res = arm.results or {}
+    p = res.get("protocol") or {}
+    check = p.get("check") or {}
+    primary = None
+    if arm.run is not None and arm.run.recipe_text:
+        import yaml
+
+        try:
+            declared = (yaml.safe_load(arm.run.recipe_text) or {}).get("primary_protocol")
+        except yaml.YAMLError:
+            declared = None
+        if declared:
+            kind = "standard" if p.get("name", "standard") == "standard" else "format"
+            primary = kind == declared
+    return {"name": p.get("name", "standard" if res else None), "description": p.get("description"),
+            "overrides": check.get("overrides") or [], "primary": primary,
+            "max_new_tokens": (res.get("config") or {}).get("max_new_tokens")}
+
+
+def _fixed_before_run(run: RunInfo) -> list[str]:
+    """The recipe's ``report.fixed_before_run``: what was decided before any test number was seen."""
+    if not run.recipe_text:
+        return []
+    import yaml
+
+    try:
+        items = ((yaml.safe_load(run.recipe_text) or {}).get("report") or {}).get("fixed_before_run") or []
+    except (yaml.YAMLError, AttributeError):
+        return []
+    return [str(x) for x in items] if isinstance(items, list) else [str(items)]
+
+
+def _answer_rates(arm: Arm, bench: str) -> dict:
+    b = ((arm.results or {}).get("benchmarks") or {}).get(bench) or {}
+    return {"cap_hit_rate": b.get("cap_hit_rate"), "no_code_rate": b.get("no_code_rate")}
+
+
+def _cap_warnings(arms: list[Arm], benches: list[str]) -> list[str]:
+    out = []
+    for a in arms:
+        hit = [f"{bch} {100 * r:.0f}%" for bch in benches
+               if (r := (((a.results or {}).get("benchmarks") or {}).get(bch) or {}).get("cap_hit_rate")) is not None
+               and r > CAP_WARN]
+        if hit:
+            out.append(f"{a.name}: more than {CAP_WARN:.0%} of the answers hit the "
+                       f"{(a.results.get('config') or {}).get('max_new_tokens')}-token cap ({', '.join(hit)}): the "
+                       "budget, not the model, decides those verdicts")
+    return out
 
 
 def _provenance(arm: Arm) -> dict:
@@ -823,6 +887,9 @@ def _sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict, out:
     head.append(Block("p", f"Generated {rep['generated']} from: " + ", ".join(rep["inputs"]) + "."))
     head.append(Block("p", f"Arms: {', '.join(order) or 'none'}. Baseline: **{rep['baseline'] or '–'}**."
                       + (f" {rep['baseline_note']}" if rep.get("baseline_note") else "")))
+    for run_name, items in (rep.get("fixed_before_run") or {}).items():
+        head.append(Block("p", f"Fixed before the run ({run_name}'s recipe, `report.fixed_before_run`):"))
+        head.append(Block("list", items=items))
     if rep["warnings"]:
         head.append(Block("warn", "Check before comparing:", items=rep["warnings"]))
     secs.append(("", head))
@@ -894,6 +961,31 @@ def _sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict, out:
     if rep["significance_notes"]:
         b.append(Block("list", items=rep["significance_notes"]))
     secs.append((f"Paired significance against the baseline ({rep['baseline'] or '–'})", b))
+
+    # protocol and answer lengths ------------------------------------------------------------
+    pr, ans = rep.get("protocols") or {}, rep.get("answers") or {}
+    rows = []
+    for a in order:
+        p = pr.get(a) or {}
+        for bch, r in (ans.get(a) or {}).items():
+            if r.get("cap_hit_rate") is None and r.get("no_code_rate") is None:
+                continue
+            flag = " ⚠" if (r.get("cap_hit_rate") or 0) > CAP_WARN else ""
+            rows.append([a, str(p.get("name")) + (" (primary)" if p.get("primary") else ""),
+                         str(p.get("max_new_tokens") or "–"), bch, _pct(r.get("cap_hit_rate")) + flag,
+                         _pct(r.get("no_code_rate"))])
+    if rows:
+        over = [f"{a}: {', '.join(p['overrides'])}" for a, p in pr.items() if p.get("overrides")]
+        b = [Block("table", headers=["arm", "protocol", "max new tokens", "benchmark", "hit the cap", "no code"],
+                   rows=rows),
+             Block("p", "Protocol: `standard` = zero-shot, EvalPlus instruction prompt, any answer layout; otherwise the "
+                   "student format the arm was judged in (the one it was trained in, unless an override is listed). "
+                   "(primary) marks the protocol the recipe declared primary before the run. *Hit the cap*: answers "
+                   f"that used the whole token budget; more than {CAP_WARN:.0%} (⚠) means the budget decides verdicts. "
+                   "*No code*: answers with no code defining the entry point.")]
+        if over:
+            b.append(Block("warn", "Guard overrides used:", items=over))
+        secs.append(("Protocol and answer lengths", b))
 
     # verdicts -----------------------------------------------------------------------------
     vd = rep.get("verdicts") or {}
@@ -1251,9 +1343,13 @@ def write_report(run_dirs, out=None, baseline: str = "base", title: str | None =
         "inputs": inputs, "arms": names, "baseline": base_arm.name if base_arm else None,
         "baseline_note": baseline_note, "benchmarks": benches,
         "smoke": {"is_smoke": bool(smoke), "reasons": smoke, "text": SMOKE_TEXT if smoke else None},
-        "warnings": _consistency(order, benches),
+        "warnings": _consistency(order, benches) + _cap_warnings(order, benches),
         "table1": table1, "table3": table3, "perplexity": ppl,
         "verdicts": {a.name: {bch: _verdict_counts(a, bch) for bch in benches if a.rows.get(bch)} for a in order},
+        "protocols": {a.name: _protocol(a) for a in order},
+        "fixed_before_run": {r.name: items for r in runs if (items := _fixed_before_run(r))},
+        "answers": {a.name: {bch: _answer_rates(a, bch) for bch in benches
+                             if bch in ((a.results or {}).get("benchmarks") or {})} for a in order},
         "significance": sig, "significance_notes": sig_notes, "n_boot": n_boot,
         "provenance": {a.name: _provenance(a) for a in arms},
         "runs": {r.name: {"path": str(r.path), "stages": (r.manifest or {}).get("stages"),
@@ -1307,6 +1403,24 @@ def print_report(rep: dict, console=None) -> None:
     for a in rep["arms"]:
         t.add_row(esc(a), *[esc(_cell_p1((rep["table1"].get(a) or {}).get(b))) for b in rep["benchmarks"]])
     console.print(t)
+    ans = rep.get("answers") or {}
+    if any(r.get("cap_hit_rate") is not None or r.get("no_code_rate") is not None
+           for v in ans.values() for r in v.values()):
+        u = Table(title="protocol; answers that hit the token cap / hold no code (%)", box=box.SIMPLE_HEAD,
+                  pad_edge=False, show_edge=False)
+        u.add_column("arm", no_wrap=True)
+        u.add_column("protocol")
+        for b in rep["benchmarks"]:
+            u.add_column(esc(b), justify="right")
+        for a in rep["arms"]:
+            p = (rep.get("protocols") or {}).get(a) or {}
+            cells = []
+            for b in rep["benchmarks"]:
+                r = (ans.get(a) or {}).get(b) or {}
+                cells.append(f"{_pct(r.get('cap_hit_rate'))} / {_pct(r.get('no_code_rate'))}"
+                             + (" !" if (r.get("cap_hit_rate") or 0) > CAP_WARN else ""))
+            u.add_row(esc(a), esc(str(p.get("name")) + (" (primary)" if p.get("primary") else "")), *map(esc, cells))
+        console.print(u)
     if rep["significance"]:
         s = Table(title=f"paired vs {esc(str(rep['baseline']))} on the same tasks", box=box.SIMPLE_HEAD,
                   pad_edge=False, show_edge=False,

@@ -24,12 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from codistill.training.curriculum import StructureLossConfig
 
-DEFAULT_SECTIONS = [
-    "### Reasoning\n{context}",
-    "### Code\n```python\n{code}\n```",
-    "### Tests\n```python\n{tests}\n```",
-]
-SECTION_FIELDS = ("context", "code", "tests")
+from codistill.formats import DEFAULT_SECTIONS, SECTION_FIELDS  # noqa: E402 - the format owns the layout
 # Llama / Qwen2 / Mistral / Gemma names of the attention and MLP projections
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DIFFICULTY_BUCKETS = ("easy", "medium", "hard", "unknown")
@@ -45,6 +40,9 @@ class DataConfig(_Strict):
     train_file: Path | None = Field(None, description="training examples from the teach stage: a JSONL file (optionally .gz) or a `datasets` folder written with save_to_disk")
     prompt_mode: Literal["auto", "chat", "completion"] = Field("auto", description="chat: the problem statement goes through the tokenizer's chat template as a user turn (with the generation prompt); completion: the statement verbatim (a newline appended if it lacks one); auto: chat when the tokenizer has a template. Use the same mode at evaluation")
     system_prompt: str | None = Field(None, description="chat mode: a system message (None keeps the template's default)")
+    prompt_template: str = Field("{prompt}", description="the user turn (chat) or prompt text (completion): text with {prompt}, a packaged template (bare, evalplus) or a template file; see codistill.formats")
+    format_name: str = Field("custom", description="the name of the student format these fields make (a recipe's `format:` sets it); stored with the adapter, shown in reports")
+    stop_after_code: bool = Field(True, description="the format's eval-time stop: generation may end where the section after the code begins; sets which target tokens the budget guard counts")
     target_sections: list[str] = Field(default_factory=lambda: list(DEFAULT_SECTIONS), description="the target text, in order: each section is a template with exactly one of {context}, {code}, {tests}; a section whose field is empty is left out; the code section is required")
     section_separator: str = Field("\n\n", description="text between the sections that are present")
     append_eos: bool = Field(True, description="end the target with the tokenizer's eos token (the chat end-of-turn for chat models), which is trained on")

@@ -162,18 +162,26 @@ BUCKET_RANK = {"easy": 0, "medium": 1, "unknown": 1, "hard": 2}
 
 
 # ---------------------------------------------------------------------- text layout
-def format_prompt(tokenizer: Any, statement: str, config: DataConfig) -> tuple[str, bool]:
-    """(prompt text, whether it is a chat-template prompt) for a problem statement."""
+def student_format(tokenizer: Any, config: DataConfig):
+    """The :class:`codistill.formats.StudentFormat` these data settings make for this tokenizer
+    (``prompt_mode="auto"`` resolved): what the trainer stores with the adapter and what
+    evaluation must use."""
+    from codistill.formats import StudentFormat
+
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if config.prompt_mode == "chat" and not has_template:
         raise ValueError("data.prompt_mode='chat' but the tokenizer has no chat template; use 'completion' or 'auto'")
     chat = config.prompt_mode == "chat" or (config.prompt_mode == "auto" and has_template)
-    if not chat:  # verbatim, ending in exactly the newline the target starts after
-        return (statement if statement.endswith("\n") else statement + "\n"), False
-    messages = [{"role": "user", "content": statement}]
-    if config.system_prompt is not None:
-        messages.insert(0, {"role": "system", "content": config.system_prompt})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), True
+    return StudentFormat(name=config.format_name, prompt_mode="chat" if chat else "completion",
+                         prompt_template=config.prompt_template, system_prompt=config.system_prompt,
+                         sections=list(config.target_sections), section_separator=config.section_separator,
+                         stop_after_code=config.stop_after_code)
+
+
+def format_prompt(tokenizer: Any, statement: str, config: DataConfig) -> tuple[str, bool]:
+    """(prompt text, whether it is a chat-template prompt) for a problem statement: the format's
+    :meth:`~codistill.formats.StudentFormat.render_prompt`, the same call evaluation makes."""
+    return student_format(tokenizer, config).render_prompt(tokenizer, statement)
 
 
 def clean_field(text: str | None) -> str:
@@ -335,6 +343,30 @@ def build_examples(records: Sequence[dict], tokenizer: Any, config: DataConfig) 
         out.append(ex)
     stats.kept = len(out)
     return out, stats
+
+
+def format_record(records: Sequence[dict], tokenizer: Any, config: DataConfig) -> dict:
+    """What the trainer stores with the adapter (``codistill_format.json``): the format, and the
+    token lengths of the training targets — whole (``target_tokens``, with the eos) and up to
+    where generation may stop at evaluation (``generation_tokens``: through the code section when
+    the format stops after the code). Counted on the targets as the teacher wrote them (before
+    any truncation to ``max_length``): that is what the student learns to write."""
+    from codistill.formats import length_stats
+
+    fmt = student_format(tokenizer, config)
+    eos = 1 if config.append_eos and tokenizer.eos_token_id is not None else 0
+    whole, until_stop = [], []
+    for rec in records:
+        fields = {k: clean_field(rec.get(k)) for k in ("context", "code", "tests")}
+        if not fields["code"]:
+            continue
+        text, span = render_target(fields, config)
+        n = len(tokenizer(text, add_special_tokens=False)["input_ids"]) + eos
+        end = fmt.answer_prefix_end(text, span)
+        whole.append(n)
+        until_stop.append(n if end >= len(text) else len(tokenizer(text[:end], add_special_tokens=False)["input_ids"]))
+    return {"format": fmt.model_dump(), "target_tokens": length_stats(whole),
+            "generation_tokens": length_stats(until_stop), "examples": len(whole)}
 
 
 # ---------------------------------------------------------------------- split and order

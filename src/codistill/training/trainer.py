@@ -69,6 +69,7 @@ from codistill.training.data import (
     Collator,
     ExampleStream,
     build_examples,
+    format_record,
     load_records,
     split_train_val,
     steps_per_epoch,
@@ -279,11 +280,12 @@ def prepare_data(config: TrainConfig, tokenizer: Any) -> tuple[list, list, dict]
         raise ValueError("data.train_file is not set: point it at the teach stage's training examples (JSONL or datasets folder)")
     records = load_records(config.data.train_file)
     examples, stats = build_examples(records, tokenizer, config.data)
+    fmt_record = format_record(records, tokenizer, config.data)
     train_set, val_set = split_train_val(examples, config.data.val_fraction, config.seed)
     if not train_set:
         raise ValueError(f"no training examples left from {config.data.train_file} ({stats.as_dict()}): "
                          "raise data.max_length or check the records")
-    info = stats.as_dict() | {"train": len(train_set), "val": len(val_set)}
+    info = stats.as_dict() | {"train": len(train_set), "val": len(val_set), "format_record": fmt_record}
     return train_set, val_set, info
 
 
@@ -605,7 +607,8 @@ def train(config: TrainConfig) -> dict:
         if not stopped:
             if run.val_set:
                 val = validate()
-            adapter_dir = save_final(acc, run.model, config, output_dir, run.projection)
+            adapter_dir = save_final(acc, run.model, config, output_dir, run.projection,
+                                     format_record=run.data_info.get("format_record"))
         finished = True
     finally:
         logs.close(ok=finished)
@@ -713,6 +716,10 @@ def save_checkpoint(accelerator: Any, model: Any, config: TrainConfig, state: Tr
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         atomic_write_json(tmp / CONFIG_FILE, config.resolved())
+        if format_record is not None:
+            from codistill.formats import FORMAT_FILE
+
+            atomic_write_json(tmp / FORMAT_FILE, format_record)
         atomic_write_json(tmp / STATE_FILE, state.state_dict() | {"data_position": state.step, **info,
                                                                   "saved_at": time.time()})
         if final.exists():
@@ -725,9 +732,11 @@ def save_checkpoint(accelerator: Any, model: Any, config: TrainConfig, state: Tr
     return final
 
 
-def save_final(accelerator: Any, model: Any, config: TrainConfig, output_dir: Path, projection: Any = None) -> Path:
-    """The final adapter as a plain peft folder ``output_dir/adapter`` (+ train_config.json),
-    replaced atomically."""
+def save_final(accelerator: Any, model: Any, config: TrainConfig, output_dir: Path, projection: Any = None,
+               format_record: dict | None = None) -> Path:
+    """The final adapter as a plain peft folder ``output_dir/adapter`` (+ train_config.json, and
+    codistill_format.json: the student format and its training target lengths, which ``eval``
+    checks), replaced atomically."""
     dest = Path(output_dir) / ADAPTER
     tmp = _atomic_dir(dest)
     if accelerator.is_main_process:
@@ -736,6 +745,10 @@ def save_final(accelerator: Any, model: Any, config: TrainConfig, output_dir: Pa
     _save_adapter(accelerator, model, tmp)
     if accelerator.is_main_process:
         atomic_write_json(tmp / CONFIG_FILE, config.resolved())
+        if format_record is not None:
+            from codistill.formats import FORMAT_FILE
+
+            atomic_write_json(tmp / FORMAT_FILE, format_record)
         if projection is not None:
             torch.save(projection.state_dict(), Path(output_dir) / "structure_projection.pt")
         old = Path(output_dir) / ".old-adapter"
