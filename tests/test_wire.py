@@ -161,6 +161,31 @@ def test_stream_digest_equals_digest_of_encoding():
         stream_digest([object()])
 
 
+def test_number_lists_digest_as_doubles_exactly_as_equality():
+    """Lists of numbers that doubles hold are digested as their doubles (wire._f64): equal digests
+    exactly when the lists are ==, whichever path (streamed in the child, from the encoding in the
+    judge) made them."""
+    from codistill.execution.wire import _canon, stream_digest
+
+    def d(v):
+        s = stream_digest(v)
+        assert s is not None and s["__digest"] == digest(encode(v)), v
+        return s["__digest"]
+
+    tri = [1, 3] + [1 + i / 2 if i % 2 == 0 else 0.5 * i * i for i in range(2, 3000)]
+    assert _canon(encode(tri))["__t"] == "f64"
+    assert d(tri) == d([float(v) for v in tri]) != d([float(v) for v in tri[:-1]])
+    assert d([-0.0, 2.0, True]) == d([0, 2, 1]) == d([0.0, 2, 1.0])
+    assert d([1e308, 1e308, 0.5]) != d([1e308, 1e308, 0.25])  # a sum that overflows is no NaN
+    assert d([0.1, 0.2]) != d([0.1, 0.30000000000000004]) and d([1, 2]) != d([2, 1]) and d([1]) != d([1, 1])
+    assert d((1, 2.0)) == d((1.0, 2)) != d([1, 2])  # a tuple is no list
+    # ints no double holds stay text, and equal no double: 2**53 + 1 != 2.0**53
+    assert d([2 ** 53 + 1, 0.5]) != d([2.0 ** 53, 0.5]) and d([2 ** 53, 0.5]) == d([2.0 ** 53, 0.5])
+    assert d([2 ** 1100, 1]) == d([2 ** 1100, 1.0]) and d([10 ** 400]) != d([1e300])
+    assert stream_digest([1.0, float("nan")]) is None and stream_digest([2, float("-inf")]) is None
+    assert d([]) == d([]) != d(())
+
+
 def test_digest_cases_follow_evalplus_tolerance_switch():
     """A float expected value turns EvalPlus's tolerance on for the rest of the suite; after it only
     number-free values may be digested (numbers then compare with np.allclose, not ==)."""

@@ -32,7 +32,8 @@ from codistill.execution.wire import DIGEST_KEY, TAG, decode, digest, has_nonfin
 from codistill.problems.schema import AssertTests, CallTests, Problem, StdioTests
 
 log = logging.getLogger(__name__)
-GT_FORMAT_VERSION = 4  # 3: case times measured by the worker; 4: finite floats digested where EvalPlus compares exactly
+GT_FORMAT_VERSION = 5  # 3: case times measured by the worker; 4: finite floats digested where EvalPlus compares
+# exactly; 5: lists of numbers digested as doubles (wire._f64)
 EXCERPT = 300
 
 
