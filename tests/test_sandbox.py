@@ -318,7 +318,7 @@ def test_call_digests_only_the_allowed_cases(sandbox):
 
     prog = "def f(n):\n    return [(str(i), 'x') for i in range(n)]\n"
     res = sandbox.run_call(prog, "f", [[20_000], [20_000], [3]], allow_digest=[1, 2])
-    out = {m["i"]: m["out"] for m in res.lines if m.get("ev") == "case"}
+    out = {i: res.case(i)["out"] for i in range(3)}
     expected = [(str(i), "x") for i in range(20_000)]
     assert isinstance(out[0], list) and len(out[0]) == 20_000
     assert out[1]["__digest"] == digest(encode(expected))

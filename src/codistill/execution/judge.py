@@ -26,8 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from codistill.execution.compare import CaseComparer, child_transform, stdout_matches
-from codistill.execution.sandbox import MalformedResult, RunResult, Sandbox, SandboxConfig
-from codistill.execution.compare import is_floats
+from codistill.execution.sandbox import MalformedResult, RunResult, Sandbox, SandboxConfig, case_line
 from codistill.execution.wire import DIGEST_KEY, TAG, decode, digest, has_nonfinite, holds_number, is_digest
 from codistill.problems.schema import AssertTests, CallTests, Problem, StdioTests
 
@@ -112,20 +111,25 @@ class Judge:
         self._gt: dict[tuple[str, str], dict] = {}
         self._flags: dict[tuple[str, str], tuple[set[int], set[int]]] = {}
 
-    def _expected_flags(self, key: tuple[str, str], expected: list) -> tuple[set[int], set[int]]:
-        """Per suite, once: cases whose expected value is_floats (EvalPlus's atol rule) and cases
-        holding NaN/inf (where equal encodings do not mean ``==``)."""
+    def _expected_flags(self, key: tuple[str, str], expected: list) -> tuple[set[int], set[int], list]:
+        """Per suite, once: cases whose expected value is_floats (EvalPlus's atol rule), cases
+        holding NaN/inf (where equal encodings do not mean ``==``), and per case the result line
+        the harness writes for the expected value (None where there is none)."""
         flags = self._flags.get(key)
         if flags is None:
-            floats, nonfinite = set(), set()
+            floats, nonfinite, lines = set(), set(), []
             for i, e in enumerate(expected):
                 if e is None or is_digest(e):
+                    lines.append(None if e is None else case_line(i, e))
                     continue
-                if has_nonfinite(e):
+                line = case_line(i, e)
+                lines.append(line)
+                # tags are JSON object keys: no string's text holds them (its quotes are escaped)
+                if b'"__t": "float"' in line or b'"__t": "complex"' in line:
                     nonfinite.add(i)
-                if is_floats(decode(e) if isinstance(e, dict) else e):
+                if _enc_is_floats(e):
                     floats.add(i)
-            flags = self._flags[key] = (floats, nonfinite)
+            flags = self._flags[key] = (floats, nonfinite, lines)
         return flags
 
     def __enter__(self) -> "Judge":
@@ -265,8 +269,16 @@ class Judge:
         n = len(s.inputs)
         out = {"total": n, "passed": 0, "time_s": res.time_s, "stderr": res.stderr}
         cmp = CaseComparer(s.atol, s.oracle)
-        float_cases, nonfinite_cases = self._expected_flags((problem.id, s.name), expected)
+        float_cases, nonfinite_cases, exp_lines = self._expected_flags((problem.id, s.name), expected)
+        exact = not s.oracle
         for i in range(n):
+            if exact and i < len(exp_lines) and (line := res.case_bytes(i)) is not None and line == exp_lines[i] \
+                    and i not in nonfinite_cases and i not in ref_failed:
+                # the very line the harness writes for the expected value: equal encodings, as below
+                if cmp.atol == 0 and i in float_cases:
+                    cmp.atol = 1e-6
+                out["passed"] += 1
+                continue
             try:
                 m = res.case(i)
                 if m is not None and m.get("ok"):

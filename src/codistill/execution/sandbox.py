@@ -111,6 +111,15 @@ class RunResult:
             return m
         return _decode_line(m["_raw"], "case", i)
 
+    def case_bytes(self, i: int) -> bytes | None:
+        """The undecoded line of case ``i`` as the program sent it (None if it was decoded on
+        arrival or is absent): a judge may compare it with the line the harness writes for the
+        expected value before decoding anything."""
+        if self._cases is None:
+            self.case(-1)
+        m = self._cases.get(i)
+        return m.get("_raw") if m is not None else None
+
 
 class SandboxError(RuntimeError):
     pass
@@ -129,8 +138,9 @@ def _decode_line(raw: bytes, kind: str, i: int | None) -> dict:
 
 
 def _parse_lines(payload: bytes, events: list) -> list[dict]:
-    """The child's result lines, as framed (kind, case index) by the worker. Small lines are decoded
-    now; large case lines stay raw until read. Raises MalformedResult."""
+    """The child's result lines, as framed (kind, case index) by the worker. Case lines that say
+    they carry an output (and any large case line) stay raw until read (RunResult.case); the
+    others are decoded now. Raises MalformedResult."""
     raws = payload.split(b"\n")
     if raws and raws[-1] == b"":
         raws.pop()
@@ -138,11 +148,19 @@ def _parse_lines(payload: bytes, events: list) -> list[dict]:
         raise MalformedResult("result lines and their frames disagree")
     out = []
     for raw, (kind, i, _dt) in zip(raws, events):
-        if len(raw) > LAZY_BYTES and kind == "case":
+        if kind == "case" and (len(raw) > LAZY_BYTES or raw.startswith(_OK_PREFIX % i)):
             out.append({"ev": "case", "i": i, "_raw": raw})
         else:
             out.append(_decode_line(raw, kind, i))
     return out
+
+
+_OK_PREFIX = b'{"ev": "case", "i": %d, "ok": true, "out": '  # how the harness starts a case's output line
+
+
+def case_line(i: int, enc: Any) -> bytes:
+    """The line the harness writes for case ``i`` when the output's encoding is ``enc``."""
+    return _OK_PREFIX % i + json.dumps(enc).encode() + b"}"
 
 
 def _worker_stderr(f) -> str:
