@@ -343,3 +343,25 @@ def test_reference_run_digests_until_the_float_tolerance_switch(sandbox):
     assert not is_digest(out[1]) and not is_digest(out[2])
     assert out[2] == encode([(i + 0.5, i) for i in range(5000)])
     assert digest_cases(out) == [0]
+
+
+def test_judge_samples_starts_the_slowest_tasks_first(judge):
+    """Samples go to the workers longest first (by the reference's time on their task), so a slow
+    task listed last does not leave the other workers idle at the end; verdicts keep the order."""
+    def problem(pid: str, secs: float) -> Problem:
+        return Problem(id=pid, source="t", prompt="", entry_point="f", solutions=["def f(x):\n    return x\n"],
+                       tests=[CallTests(name="plus", fn_name="f", inputs=[[1], [2]], outputs=[1, 2],
+                                        time_limits=[secs, secs])])
+
+    problems = {"t/fast": problem("t/fast", 1.0), "t/mid": problem("t/mid", 2.0), "t/slow": problem("t/slow", 8.0)}
+    samples = [{"task_id": t, "solution": "def f(x):\n    return x\n", "k": k}
+               for k, t in enumerate(["t/fast", "t/mid", "t/fast", "t/slow"])]
+    started = []
+    real_map = judge._map
+    judge._map = lambda fn, items, *a, **kw: started.extend(s["k"] for s in items) or real_map(fn, items, *a, **kw)
+    try:
+        verdicts = judge.judge_samples(problems, samples, progress=False)
+    finally:
+        del judge._map
+    assert started == [3, 1, 0, 2]
+    assert [v["k"] for v in verdicts] == [0, 1, 2, 3] and all(v["passed"] for v in verdicts)

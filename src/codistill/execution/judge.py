@@ -415,7 +415,26 @@ class Judge:
                          "failure": {"error": f"codistill failed to judge this sample: {type(e).__name__}: {e}"}}
             return verdict_record(smp, v)
 
-        return list(self._map(one, samples, label, progress, count_passed=True, logger=logger))
+        # Longest first (by the reference's time on the task): a slow task started last would
+        # leave the other workers idle at the end. Verdicts come back in the samples' order.
+        cost = {tid: self._expected_cost(p) for tid, p in needed.items()}
+        order = sorted(range(len(samples)), key=lambda k: -cost[samples[k]["task_id"]])
+        done = self._map(one, [samples[k] for k in order], label, progress, count_passed=True, logger=logger)
+        verdicts: list = [None] * len(samples)
+        for k, v in zip(order, done):
+            verdicts[k] = v
+        return verdicts
+
+    def _expected_cost(self, problem: Problem) -> float:
+        """Seconds the reference solution took on the problem's call suites (0 if unknown)."""
+        total = 0.0
+        for s in problem.tests:
+            gt = self._gt.get((problem.id, s.name))
+            if gt is not None:
+                total += sum(gt.get("times") or ())
+            elif isinstance(s, CallTests) and s.time_limits:
+                total += sum(s.time_limits) / self.config.gt_time_limit_factor
+        return total
 
     def _map(self, fn, items, label: str, progress: bool, count_passed: bool = False, logger=None):
         """``fn`` over items on the sandbox's workers; with ``progress``, done/total, rate and ETA
