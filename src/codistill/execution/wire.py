@@ -24,6 +24,7 @@ from array import array
 from typing import Any
 
 TAG = "__t"
+_NUMBER_TYPES = {int, float, bool}
 _INF = float("inf")
 
 
@@ -46,9 +47,9 @@ def encode(x: Any, _depth: int = 0) -> Any:
             return x
         return {TAG: "float", "v": repr(x)}
     if t is list:
-        return [encode(v, _depth + 1) for v in x]
+        return list(x) if _scalars_as_they_are(x) else [encode(v, _depth + 1) for v in x]
     if t is tuple:
-        return {TAG: "tuple", "v": [encode(v, _depth + 1) for v in x]}
+        return {TAG: "tuple", "v": list(x) if _scalars_as_they_are(x) else [encode(v, _depth + 1) for v in x]}
     if t is dict:
         return {TAG: "dict", "v": [[encode(k, _depth + 1), encode(v, _depth + 1)] for k, v in x.items()]}
     if t is set or t is frozenset:
@@ -74,6 +75,27 @@ def encode(x: Any, _depth: int = 0) -> Any:
             # own methods, so no override of the subclass runs.
             return encode(convert(x), _depth + 1)
     raise NotPlainValue(f"returned a value of type {t.__module__}.{t.__qualname__}, not a plain built-in type")
+
+
+_AS_THEY_ARE = {str, type(None), bool}
+_INT_LIMIT = 1 << 10_000  # ints from 10,000 bits on are encoded in hex (see encode)
+
+
+def _scalars_as_they_are(x: list | tuple) -> bool:
+    """Whether every item of ``x`` encodes as itself (strings, None, bools, ints under 10,000
+    bits, finite floats), checked at C speed: ``encode`` then copies the list in one go."""
+    types = set(map(type, x))
+    if types <= _AS_THEY_ARE:
+        return True
+    if not types <= _NUMBER_TYPES:
+        return False
+    if float in types:
+        try:
+            if not math.isfinite(sum(x)):
+                return False  # NaN or inf (or only a sum too large for a double)
+        except OverflowError:  # an int too large for a double
+            return False
+    return int not in types or (-_INT_LIMIT < min(x) and max(x) < _INT_LIMIT)
 
 
 def _deque():
@@ -108,12 +130,12 @@ def _is_real_numpy_type(t: type) -> bool:
 def decode(x: Any) -> Any:
     """Inverse of :func:`encode`; builds fresh built-in objects only."""
     if isinstance(x, list):
-        return [decode(v) for v in x]
+        return list(x) if set(map(type, x)) <= _JSON_SCALARS else [decode(v) for v in x]
     if isinstance(x, dict):
         tag = x.get(TAG)
         v = x.get("v")
         if tag == "tuple":
-            return tuple(decode(i) for i in v)
+            return tuple(v) if type(v) is list and set(map(type, v)) <= _JSON_SCALARS else tuple(decode(i) for i in v)
         if tag == "dict":
             return {_hashable(decode(k)): decode(val) for k, val in v}
         if tag == "set":
@@ -133,6 +155,9 @@ def decode(x: Any) -> Any:
         # A plain JSON object from a data file (no tag): keep it as a dict.
         return {k: decode(val) for k, val in x.items()}
     return x
+
+
+_JSON_SCALARS = {str, int, float, bool, type(None)}  # what JSON decodes to, lists and dicts aside
 
 
 def _hashable(v: Any) -> Any:
@@ -200,7 +225,6 @@ def _canon_list(x: list) -> Any:
     return [_canon(v) for v in x]
 
 
-_NUMBER_TYPES = {int, float, bool}
 _NEG_ZERO = b"\x00" * 7 + b"\x80"  # -0.0 as a little-endian double
 
 
@@ -342,7 +366,6 @@ def _canon_text(x: Any, depth: int) -> str:
     return "".join(parts)
 
 
-_INT_LIMIT = 1 << 10_000  # ints from 10,000 bits on are encoded in hex (see encode)
 _EXP_FLOAT = re.compile(r"(?<=[\[,])-?\d+(?:\.\d+)?e\+\d+(?=[,\]])")  # 1e+16 -> 10000000000000000
 
 
