@@ -1272,8 +1272,24 @@ def _jsonable(x):
 
 
 # --------------------------------------------------------------------------- entry point
+def _generated(when: str | _dt.datetime | None) -> str:
+    """The "generated" stamp: ``when`` (text as given), else ``SOURCE_DATE_EPOCH``, else now (UTC)."""
+    if isinstance(when, str):
+        return when
+    if when is None:
+        import os
+
+        epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+        when = (_dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch.isdigit()
+                else _dt.datetime.now(_dt.timezone.utc))
+    if when.tzinfo is not None:
+        when = when.astimezone(_dt.timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
 def write_report(run_dirs, out=None, baseline: str = "base", title: str | None = None, *,
-                 plots: bool = True, n_boot: int = 10000, seed: int = 0) -> dict:
+                 plots: bool = True, n_boot: int = 10000, seed: int = 0,
+                 generated: str | _dt.datetime | None = None) -> dict:
     """Write ``report.md``, ``report.html``, ``report.json`` and ``plots/*.png`` for the arms of ``run_dirs``.
 
     Args:
@@ -1284,6 +1300,8 @@ def write_report(run_dirs, out=None, baseline: str = "base", title: str | None =
         title: report title.
         plots: draw the PNG plots (needs matplotlib; skipped with a note when it is missing).
         n_boot, seed: paired bootstrap resamples and seed.
+        generated: the report's "generated" time (a datetime, or the text to show); default: the
+            ``SOURCE_DATE_EPOCH`` environment variable if set (reproducible output), else now.
 
     Returns:
         The report as a dict (also written as ``report.json``): ``arms``, ``baseline``, ``benchmarks``,
@@ -1339,7 +1357,7 @@ def write_report(run_dirs, out=None, baseline: str = "base", title: str | None =
     title = title or ("codistill report: " + ", ".join(_split_spec(s)[1].name or str(s) for s in run_dirs))
     rep: dict[str, Any] = {
         "title": title,
-        "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": _generated(generated),
         "inputs": inputs, "arms": names, "baseline": base_arm.name if base_arm else None,
         "baseline_note": baseline_note, "benchmarks": benches,
         "smoke": {"is_smoke": bool(smoke), "reasons": smoke, "text": SMOKE_TEXT if smoke else None},
