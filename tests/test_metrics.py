@@ -539,3 +539,15 @@ def test_wilson_matches_statsmodels_if_installed():
     for k, n in [(0, 10), (8, 10), (82, 164)]:
         exp = prop.proportion_confint(k, n, alpha=0.05, method="wilson")
         assert wilson_interval(k, n) == pytest.approx(exp, abs=1e-12)
+
+
+def test_holm_adjust_hand_example():
+    from codistill.metrics.stats import holm_adjust
+
+    # m = 4, sorted p: 0.01, 0.02, 0.03, 0.04 -> 4*0.01 = 0.04, 3*0.02 = 0.06, 2*0.03 = 0.06, 1*0.04 = 0.04
+    # -> running max 0.04, 0.06, 0.06, 0.06; returned in the input order
+    assert holm_adjust([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    # capped at 1, monotone in the sorted order: 3*0.2 = 0.6, 2*0.5 -> 1.0, 1*0.9 -> max(1.0, 0.9) = 1.0
+    assert holm_adjust([0.5, 0.2, 0.9]) == pytest.approx([1.0, 0.6, 1.0])
+    assert holm_adjust([0.05]) == [0.05] and holm_adjust([]) == []
+    assert holm_adjust([0.01, 0.01]) == pytest.approx([0.02, 0.02])

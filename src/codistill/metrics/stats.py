@@ -5,6 +5,8 @@
 * :func:`paired_bootstrap_ci` -- percentile bootstrap CI of the mean per-task difference
   ``b - a`` (resampling tasks, keeping the pairing).
 * :func:`wilson_interval` -- Wilson score interval for a binomial proportion (pass@1 = k / n).
+* :func:`holm_adjust` -- Holm-Bonferroni adjusted p-values for a family of comparisons
+  (scipy has no Holm: ``scipy.stats.false_discovery_control`` does Benjamini-Hochberg/Yekutieli only).
 
 No scipy needed: the binomial tail is summed exactly with :func:`math.comb`, and the normal
 quantile comes from :class:`statistics.NormalDist`. numpy is imported inside
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from statistics import NormalDist
 from typing import Any
 
-__all__ = ["mcnemar_exact", "paired_bootstrap_ci", "wilson_interval"]
+__all__ = ["holm_adjust", "mcnemar_exact", "paired_bootstrap_ci", "wilson_interval"]
 
 
 def mcnemar_exact(a_pass: Sequence[bool], b_pass: Sequence[bool]) -> dict[str, Any]:
@@ -132,3 +134,21 @@ def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     lo = 0.0 if k == 0 else max(0.0, centre - half)
     hi = 1.0 if k == n else min(1.0, centre + half)
     return (lo, hi)
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni step-down adjusted p-values, in the order given.
+
+    With the m p-values sorted ascending, ``p_(1) <= ... <= p_(m)``, the adjusted value of the
+    i-th smallest (1-based) is ``max_{j <= i} min(1, (m - j + 1) * p_(j))`` -- the values of
+    ``statsmodels.stats.multitest.multipletests(p, method="holm")[1]``. Rejecting where the adjusted
+    value is below alpha controls the family-wise error rate at alpha. Ties keep their input order.
+    """
+    ps = [float(p) for p in p_values]
+    m = len(ps)
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: ps[i])):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        out[i] = running
+    return out
