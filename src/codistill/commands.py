@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
 
 from codistill.execution.judge import Judge, JudgeConfig
 from codistill.problems.schema import Problem
+from codistill.metrics.summary import summarize  # noqa: F401 - re-exported (judge verb, tests)
 from codistill.store import read_jsonl, sha256_file, write_jsonl
 
 
@@ -28,37 +28,6 @@ def load_problems(benchmark: str | None = None, problems_file: Path | None = Non
 
     plist = load_benchmark(benchmark, data_dir=data_dir, limit=limit)
     return {p.id: p for p in plist}, BENCHMARK_LABELS.get(benchmark, benchmark)
-
-
-def summarize(verdicts: list[dict], label: str, wall_s: float | None = None) -> dict:
-    """Counts and pass@k over verdict records (several samples per task allowed)."""
-    from codistill.metrics.passk import estimate_pass_at_k
-
-    by_task: dict[str, list[bool]] = defaultdict(list)
-    for v in verdicts:
-        by_task[v["task_id"]].append(bool(v["passed"]))
-    n_min = min((len(x) for x in by_task.values()), default=0)
-    summary = {
-        "benchmark": label,
-        "samples": len(verdicts),
-        "tasks": len(by_task),
-        "passed": sum(bool(v["passed"]) for v in verdicts),
-        "status": dict(Counter(v["status"] for v in verdicts).most_common()),
-        "pass@k": {},
-    }
-    for k in (1, 5, 10, 100):
-        if k <= n_min:
-            ns = [len(x) for x in by_task.values()]
-            cs = [sum(x) for x in by_task.values()]
-            summary["pass@k"][f"pass@{k}"] = float(estimate_pass_at_k(ns, cs, k).mean())
-    for suite in ("base", "plus"):
-        key = f"{suite}_status"
-        vals = [v[key] == "pass" for v in verdicts if key in v]
-        if vals:
-            summary[f"{suite}_pass_rate"] = sum(vals) / len(vals)
-    if wall_s is not None:
-        summary["wall_s"] = round(wall_s, 2)
-    return summary
 
 
 def judge_files(samples: Path, out: Path, benchmark: str | None = None, problems_file: Path | None = None,

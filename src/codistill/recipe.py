@@ -541,10 +541,9 @@ class _Runner:
         folder = self.run / "arms" / arm / ("eval" if primary else f"eval@{protocol}")
         adapter = None if spec.base else str(self.run / "arms" / arm / "train" / "adapter")
         cfg = EvalConfig.model_validate(_eval_dict(self.recipe, spec, adapter, protocol))
-        keyed = cfg.model_dump(exclude={"adapter", "workers", "batch_size", "data_dir", "backend_options"})
-        key = _hash(["eval", keyed, adapter_hash])
+        key = _hash(["eval", cfg.key(), adapter_hash])
         # run_eval keeps the generations of a run whose benchmarks or limit change
-        compat = _hash(["eval", {k: v for k, v in keyed.items() if k not in ("benchmarks", "limit")}, adapter_hash])
+        compat = _hash(["eval", cfg.compat_key(), adapter_hash])
 
         def go():
             res = run_eval(cfg, folder, progress=True)

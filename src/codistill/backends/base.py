@@ -77,6 +77,16 @@ def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
     return text[:cut]
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared by its class (callers read these, never probe with hasattr)."""
+
+    score: bool = False  # teacher-forced log-probs (perplexity, token NLL): ``Generator.score``
+    tokenizer: bool = False  # ``.tokenizer`` is the model's HF tokenizer
+    adapter: bool = False  # applies a PEFT LoRA adapter given as ``adapter=``
+    local_weights: bool = False  # the weights are on this machine (transformers can score them)
+
+
 class Generator(ABC):
     """A text generator: ``generate(prompts, params) -> [[completion] * params.n] per prompt``.
 
@@ -85,6 +95,7 @@ class Generator(ABC):
     """
 
     name: str = "generator"
+    capabilities: Capabilities = Capabilities()
 
     def __init__(self) -> None:
         self.usage = Usage()

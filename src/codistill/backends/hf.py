@@ -39,6 +39,7 @@ from transformers import (  # noqa: E402
 
 from codistill import models  # noqa: E402
 from codistill.backends.base import (  # noqa: E402
+    Capabilities,
     Generator,
     PromptMode,
     SamplingParams,
@@ -91,6 +92,7 @@ class HFGenerator(Generator):
     """
 
     name = "hf"
+    capabilities = Capabilities(score=True, tokenizer=True, adapter=True, local_weights=True)
 
     def __init__(
         self,

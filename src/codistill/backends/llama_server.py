@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from codistill.backends.base import Capabilities
 from codistill.backends.openai_http import OpenAIGenerator
 
 __all__ = ["LlamaServerGenerator", "model_gguf"]
@@ -41,6 +42,7 @@ class LlamaServerGenerator(OpenAIGenerator):
     """OpenAI-protocol generation against a llama.cpp server this object starts and stops."""
 
     name = "llama-server"
+    capabilities = Capabilities(adapter=True, local_weights=True)
 
     def __init__(self, model: str, adapter: str | None = None, n_parallel: int = 8, ctx: int = 2048,
                  threads: int | None = None, prompt_mode: str = "auto", system_prompt: str | None = None,

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from codistill.backends.base import (
+    Capabilities,
     BackendUnavailableError,
     Generator,
     PromptMode,
@@ -63,6 +64,7 @@ class LlamaCppGenerator(Generator):
     """
 
     name = "llamacpp"
+    capabilities = Capabilities(local_weights=True)
 
     def __init__(
         self,

@@ -1,0 +1,150 @@
+"""The eval stage's settings: :class:`EvalConfig`, validated field by field (so ``codistill run``
+refuses a bad eval section before its first stage), owning its identity (:meth:`EvalConfig.key`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+DEFAULT_BENCHMARKS = ["humaneval", "humaneval+", "mbpp", "mbpp+"]
+# The paper evaluates MBPP on its test split (task ids 11-510).
+BENCHMARK_ALIASES = {"mbpp": "mbpp:test"}
+EVAL_LABELS = {"mbpp": "MBPP test split (500)"}
+
+
+class EvalConfig(BaseModel):
+    """Settings of ``codistill eval`` (one model, optionally + adapter, on some benchmarks)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., description="packaged short name, local HF folder, GGUF file, or server model name")
+    adapter: str | None = Field(None, description="peft LoRA adapter folder, applied without merging")
+    backend: str = Field("hf", description="hf | llama-server | openai | llamacpp (see codistill.backends)")
+    backend_options: dict = Field(default_factory=dict, validate_default=True,
+                                  description="extra backend arguments (base_url, concurrency, ...)")
+    benchmarks: list[str] = Field(default_factory=lambda: list(DEFAULT_BENCHMARKS))
+    n_samples: int = Field(1, ge=1, description="samples per task (pass@k for k <= n)")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy (the paper's setting)")
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(512, ge=1)
+    seed: int = 0
+    limit: int | None = Field(None, ge=1, description="first K tasks of each benchmark")
+    batch_size: int = Field(8, ge=1)
+    prompt_mode: Literal["auto", "chat", "completion"] = "auto"
+    template_dir: str | None = Field(None, description="folder with eval_chat.txt / eval_completion.txt to override, "
+                                     "or a packaged set: 'bare' = the problem statement alone as the user turn, "
+                                     "as the training data shows it")
+    dtype: str = "float32"
+    perplexity: bool = Field(True, description="question-completion perplexity on MBPP test questions")
+    perplexity_prefix: float = Field(0.1, gt=0, lt=1, description="fraction of question tokens given as context")
+    token_nll: bool = Field(True, description="per-token NLL along greedy solutions (paper Fig. 2)")
+    data_dir: str | None = None
+    judge_timeout_s: float = Field(3.0, gt=0)
+    workers: int | None = Field(None, ge=1)
+    format: str | dict | None = Field(None, description="the protocol: None or 'standard' = zero-shot (EvalPlus "
+                                      "instruction prompt through the backend's chat, any answer layout); a student "
+                                      "format (packaged name such as 'paper', or a mapping; see codistill.formats); "
+                                      "'adapter' = the format the adapter was trained in")
+    budget_margin: int = Field(32, ge=0, description="tokens over the 99th percentile of the adapter's training "
+                               "targets that max_new_tokens must leave (the budget guard)")
+    allow_format_mismatch: bool = Field(False, description="judge an adapter in a format it was not trained in "
+                                        "(recorded in results.json)")
+    allow_short_budget: bool = Field(False, description="judge an adapter with max_new_tokens under its training "
+                                     "targets' length (recorded in results.json)")
+
+    strategy: str = Field("direct", description="inference strategy (codistill.evaluation.strategies): direct = "
+                          "one model answers each prompt")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        from codistill.evaluation.strategies import check_strategy
+
+        return check_strategy(v)
+
+    # -- identity ----------------------------------------------------------------------------
+    # Settings that change what is generated: a resumed eval with other values would mix answers
+    # (the run directory refuses it), and they are in a recipe's eval key.
+    GENERATION_FIELDS: ClassVar[tuple[str, ...]] = ("model", "adapter", "backend", "temperature", "top_p", "max_new_tokens", "prompt_mode",
+                         "seed", "dtype", "format", "template_dir", "strategy")
+    # Settings that change only speed or where files are: outside every key.
+    SPEED_FIELDS: ClassVar[tuple[str, ...]] = ("workers", "batch_size", "data_dir", "backend_options")
+
+    def key(self) -> dict:
+        """The stage's identity for a recipe (the adapter enters through its content hash)."""
+        return self.model_dump(exclude={"adapter", *self.SPEED_FIELDS})
+
+    def compat_key(self) -> dict:
+        """:meth:`key` without what a resumed eval can add to (benchmarks, limit): same generations."""
+        return {k: v for k, v in self.key().items() if k not in ("benchmarks", "limit")}
+
+    def changed_generation_settings(self, old: dict) -> list[str]:
+        """Names of generation settings that differ from an earlier run's config.json."""
+        defaults = {"backend": "hf", "dtype": "float32", "strategy": "direct"}
+        return [k for k in self.GENERATION_FIELDS if old.get(k, defaults.get(k)) != getattr(self, k)]
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v):
+        if v in (None, "standard", "adapter"):
+            return v
+        from codistill.formats import get_format
+
+        get_format(v)
+        return v
+
+    # Checked here, so that `codistill run` refuses a bad eval section before its first stage
+    # and `codistill eval` before loading a model. Field by field, so every problem shows at once.
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str, info: ValidationInfo) -> str:
+        from codistill.backends import backend_kind
+
+        kind = backend_kind(v)
+        if info.data.get("adapter") and kind not in ("hf", "llama-server"):
+            raise ValueError(f"backend {v!r} cannot apply a LoRA adapter here: use backend hf, or llama-server "
+                             "(converts the adapter to GGUF), or serve the adapter yourself")
+        return v
+
+    @field_validator("backend_options")
+    @classmethod
+    def _known_backend_options(cls, v: dict, info: ValidationInfo) -> dict:
+        from codistill.backends import backend_kind, check_backend_options
+
+        if "backend" in info.data:  # else the backend itself is wrong (reported on its own)
+            kind = backend_kind(info.data["backend"])
+            check_backend_options(kind, v, _SET_BY_EVAL.get(kind, ("model",)))
+        return v
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _known_benchmarks(cls, names: list[str]) -> list[str]:
+        from codistill.problems.loaders import check_benchmark_name
+
+        if not names:
+            raise ValueError("no benchmarks given")
+        for name in names:
+            check_benchmark_name(BENCHMARK_ALIASES.get(name, name))
+        return names
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, v: str) -> str:
+        if v not in ("float32", "bfloat16", "float16"):
+            raise ValueError("choose float32, bfloat16 or float16")
+        return v
+
+    @field_validator("template_dir")
+    @classmethod
+    def _template_dir_exists(cls, v: str | None) -> str | None:
+        if v and v not in PACKAGED_TEMPLATE_SETS and not Path(v).is_dir():
+            raise ValueError(f"neither a folder nor a packaged template set ({', '.join(PACKAGED_TEMPLATE_SETS)})")
+        return v
+
+
+# What run_eval passes to each backend itself (so not allowed in backend_options).
+_SET_BY_EVAL = {"hf": ("model", "adapter", "batch_size", "prompt_mode", "dtype"),
+                "llama-server": ("model", "adapter", "prompt_mode")}
+PACKAGED_TEMPLATE_SETS = ("bare",)

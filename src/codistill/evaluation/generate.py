@@ -1,0 +1,119 @@
+"""Step 1 of an eval: answers for every unit, appended to ``generations.jsonl`` as they come.
+
+Resumable: a unit that already has ``n_samples`` answers is not asked again; an interrupted call
+loses at most the batch in flight. ``generation_log.jsonl`` gets one line per batch (samples,
+new tokens, seconds), so the speed is summed over every call that generated into the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from codistill.evaluation.config import EvalConfig
+from codistill.evaluation.strategies.base import InferenceStrategy, Unit
+from codistill.store import JsonlAppender, read_jsonl
+
+LOGGER = "codistill.evaluation.run"  # progress lines keep the name users filter on
+
+
+def gen_key(task_id: str, prompt: str) -> str:
+    return hashlib.sha256(f"{task_id}\0{prompt}".encode()).hexdigest()[:20]
+
+
+def make_units(benches: dict[str, list], protocol) -> dict[str, Unit]:
+    """One unit per distinct (task id, prompt) over all benchmarks."""
+    units: dict[str, Unit] = {}
+    for problems in benches.values():
+        for p in problems:
+            prompt = protocol.prompt(p)
+            key = gen_key(p.id, prompt)
+            if key not in units:
+                units[key] = Unit(key=key, task_id=p.id, prompt=prompt, problem=p, stops=tuple(protocol.stops(p)))
+    return units
+
+
+def load_generations(out: Path) -> dict[str, list[dict]]:
+    have: dict[str, list[dict]] = defaultdict(list)
+    path = out / "generations.jsonl"
+    if path.exists():
+        for rec in read_jsonl(path, resumable=True):
+            have[rec["gen_key"]].append(rec)
+    return have
+
+
+def generate_missing(cfg: EvalConfig, strategy: InferenceStrategy, units: dict[str, Unit],
+                     have: dict[str, list[dict]], out: Path, tokenizer: Any, console, progress: bool,
+                     mode_label: str) -> dict:
+    """Ask ``strategy`` for every missing answer; returns ``{"new_tokens", "seconds"}`` of this call."""
+    from codistill.backends import SamplingParams
+
+    todo = [u for k, u in units.items() if len(have[k]) < cfg.n_samples]
+    n_tokens = 0
+    gen_time = 0.0
+    if not todo:
+        console.print("All samples are already generated. Skipping generation.")
+        return {"new_tokens": 0, "seconds": 0.0}
+    console.print(f"generating: {len(todo)} of {len(units)} prompts × {cfg.n_samples} sample(s) "
+                  f"({mode_label}, {'greedy' if cfg.temperature == 0 else f'T={cfg.temperature}'}, "
+                  f"strategy {strategy.name})")
+    from codistill.progress import Progress
+
+    usage = strategy.usage
+    answered0 = usage.requests if usage is not None else 0
+
+    def live() -> str:  # a server backend counts its answers as they come, inside a batch too
+        n = usage.requests - answered0 if usage is not None else 0
+        return f"{n} answers from the server" if n else ""
+
+    with JsonlAppender(out / "generations.jsonl") as app, JsonlAppender(out / "generation_log.jsonl") as logapp, \
+            Progress("generate", len(todo), unit="prompts", logger=logging.getLogger(LOGGER),
+                     bar=None if progress else False, echo=progress, describe=live) as bar:
+        step = max(1, cfg.batch_size)
+        for start in range(0, len(todo), step):
+            chunk = todo[start:start + step]
+            params = SamplingParams(n=cfg.n_samples, temperature=cfg.temperature, top_p=cfg.top_p,
+                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + start)
+            tg = time.perf_counter()
+            usage_before = usage.completion_tokens if tokenizer is None and usage is not None else None
+            outs = strategy.answer(chunk, params)
+            dt = time.perf_counter() - tg
+            gen_time += dt
+            chunk_tokens = 0
+            if usage_before is not None:  # no local tokenizer: the server's own token count
+                chunk_tokens = usage.completion_tokens - usage_before
+            n_new = 0
+            for u, answers in zip(chunk, outs):
+                for i, ans in enumerate(answers[len(have[u.key]):cfg.n_samples], start=len(have[u.key])):
+                    text = ans["completion_raw"]
+                    ntok = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None else None
+                    chunk_tokens += ntok or 0
+                    rec = {"gen_key": u.key, "task_id": u.task_id, "sample_index": i, "completion_raw": text,
+                           "n_tokens": ntok, **{k: v for k, v in ans.items() if k != "completion_raw"}}
+                    app.append(rec)
+                    have[u.key].append(rec)
+                    n_new += 1
+            n_tokens += chunk_tokens
+            # one line per batch, written after its generations: generation speed summed over every
+            # (resumed) call, not just the last one, which may have generated nothing
+            logapp.append({"samples": n_new, "new_tokens": chunk_tokens, "seconds": round(dt, 3)})
+            bar.advance(len(chunk), info=f"{n_tokens} tokens, {n_tokens / max(gen_time, 1e-9):.1f} tok/s")
+    return {"new_tokens": n_tokens, "seconds": gen_time}
+
+
+def generation_totals(out: Path, samples: int) -> dict:
+    """Tokens and seconds over every call that generated into this run (``generation_log.jsonl``).
+
+    ``samples_timed`` < ``samples`` when some generations predate the log (or came from a call
+    killed between writing its generations and its log line): the speed is then over those timed.
+    """
+    log_path = out / "generation_log.jsonl"
+    lines = list(read_jsonl(log_path, resumable=True)) if log_path.exists() else []
+    tok = sum(r.get("new_tokens") or 0 for r in lines)
+    sec = sum(r.get("seconds") or 0.0 for r in lines)
+    return {"new_tokens": tok, "seconds": round(sec, 2), "tokens_per_s": round(tok / sec, 2) if sec else None,
+            "samples_timed": sum(r.get("samples") or 0 for r in lines), "samples": samples}

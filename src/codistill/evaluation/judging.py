@@ -1,0 +1,118 @@
+"""Step 2 of an eval: answers → programs → verdicts, per benchmark, in the sandboxed judge.
+
+Writes ``<bench>/samples.jsonl`` (EvalPlus format: task_id, solution, + completion_raw, n_tokens,
+hit_cap, has_code) and ``<bench>/verdicts.jsonl``; returns each benchmark's summary (pass@k,
+statuses, CodeBLEU syntax/dataflow match, cap-hit and no-code rates) and the per-task rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+from codistill.evaluation.config import BENCHMARK_ALIASES, EVAL_LABELS, EvalConfig  # noqa: F401
+from codistill.evaluation.generate import LOGGER
+from codistill.problems.schema import Problem
+from codistill.store import write_jsonl
+
+CAP_SLACK = 2  # a completion re-tokenised may count a token or two off what the model generated
+
+
+def judge_all(cfg: EvalConfig, benches: dict[str, list[Problem]], units_by_task, have: dict[str, list[dict]],
+              protocol, out: Path, progress: bool) -> tuple[dict, list[dict]]:
+    """(benchmark name → summary, task rows). ``units_by_task(problem) -> gen_key``."""
+    from codistill.evaluation.extract import build_program
+    from codistill.execution.judge import Judge, JudgeConfig
+    from codistill.execution.sandbox import SandboxConfig
+    from codistill.metrics.summary import summarize
+    from codistill.problems.loaders import BENCHMARK_LABELS
+
+    jcfg = JudgeConfig(timeout_s=cfg.judge_timeout_s,
+                       sandbox=SandboxConfig(**({"workers": cfg.workers} if cfg.workers else {})))
+    summaries: dict[str, dict] = {}
+    task_rows: list[dict] = []
+    mode = protocol.mode
+    with Judge(jcfg) as judge:
+        for name, problems in benches.items():
+            bdir = out / name.replace(":", "_")
+            samples = []
+            for p in problems:
+                for rec in sorted(have[units_by_task(p)], key=lambda r: r["sample_index"])[:cfg.n_samples]:
+                    raw = rec["completion_raw"]
+                    n_tok = rec.get("n_tokens")
+                    samples.append({"task_id": p.id, "solution": build_program(raw, p.code_prefix, p.entry_point, mode),
+                                    "completion_raw": raw, "sample_index": rec["sample_index"], "n_tokens": n_tok,
+                                    "hit_cap": None if n_tok is None else n_tok >= cfg.max_new_tokens - CAP_SLACK,
+                                    "has_code": has_code(raw, p.entry_point, mode)})
+            write_jsonl(bdir / "samples.jsonl", samples)
+            byid = {p.id: p for p in problems}
+            verdicts = judge.judge_samples(byid, samples, progress=progress, label=f"judge {name}",
+                                           logger=logging.getLogger(LOGGER))
+            write_jsonl(bdir / "verdicts.jsonl", verdicts)
+            label = EVAL_LABELS.get(name) or BENCHMARK_LABELS.get(name, name)
+            summary = summarize(verdicts, label)
+            summary.update(_structure_metrics(byid, verdicts))
+            summary.update(answer_rates(samples))
+            summaries[name] = summary
+            task_rows.extend(_task_rows(name, byid, verdicts))
+    return summaries, task_rows
+
+
+def has_code(answer: str, entry_point: str | None, mode: str) -> bool:
+    """Whether an answer holds code the judge can run: code that defines the entry point, or (no
+    entry point) a non-empty program that parses."""
+    from codistill.evaluation.extract import _defines, _parses, extract_code
+
+    if mode == "completion" and not answer.lstrip().startswith("```"):
+        return bool(answer.strip())
+    code = extract_code(answer, entry_point)
+    if entry_point:
+        return _defines(code, entry_point)
+    return bool(code.strip()) and _parses(code)
+
+
+def answer_rates(samples: list[dict]) -> dict:
+    """Share of answers that hit the token cap and share with no extractable code."""
+    n = len(samples)
+    counted = [s["hit_cap"] for s in samples if s.get("hit_cap") is not None]
+    return {"cap_hit_rate": (sum(counted) / len(counted)) if counted else None,
+            "no_code_rate": (sum(not s.get("has_code", True) for s in samples) / n) if n else None,
+            "answers": n}
+
+
+def _structure_metrics(problems: dict[str, Problem], verdicts: list[dict]) -> dict:
+    """Average CodeBLEU syntax / dataflow match of each task's first sample vs its reference."""
+    from codistill.metrics.codebleu import pair_syntax_dataflow
+
+    syn, dfl = [], []
+    for v in verdicts:
+        if v.get("sample_index", 0) != 0:
+            continue
+        ref = problems[v["task_id"]].solutions[0] if problems[v["task_id"]].solutions else None
+        if not ref:
+            continue
+        m = pair_syntax_dataflow(ref, v["solution"])
+        v["syntax_match"], v["dataflow_match"] = m["syntax_match"], m["dataflow_match"]
+        syn.append(m["syntax_match"])
+        if m["dataflow_match"] is not None:
+            dfl.append(m["dataflow_match"])
+    return {"syntax_match": sum(syn) / len(syn) if syn else None,
+            "dataflow_match": sum(dfl) / len(dfl) if dfl else None,
+            "n_dataflow_tasks": len(dfl)}
+
+
+def _task_rows(name: str, problems: dict[str, Problem], verdicts: list[dict]) -> list[dict]:
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for v in verdicts:
+        by_task[v["task_id"]].append(v)
+    rows = []
+    for tid, vs in by_task.items():
+        first = min(vs, key=lambda v: v.get("sample_index", 0))
+        rows.append({
+            "benchmark": name, "task_id": tid, "program": first["solution"], "passed": first["passed"],
+            "status": first["status"], "failure": first.get("failure"), "n": len(vs), "c": sum(v["passed"] for v in vs),
+            "pass@1": sum(v["passed"] for v in vs) / len(vs),
+            "syntax_match": first.get("syntax_match"), "dataflow_match": first.get("dataflow_match"),
+        })
+    return rows

@@ -1,0 +1,43 @@
+"""The interface of an inference strategy (see the package docstring)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from codistill.problems.schema import Problem
+
+
+@dataclass
+class Unit:
+    """One prompt to answer: a task of a benchmark (prompts shared by two benchmarks, such as
+    HumanEval and HumanEval+, are one unit)."""
+
+    key: str
+    task_id: str
+    prompt: str
+    problem: Problem
+    stops: tuple[str, ...] = ()
+
+
+class InferenceStrategy(ABC):
+    """Produces answers for units. ``generator``: the backend (:class:`codistill.backends.Generator`)."""
+
+    name = "strategy"
+
+    def __init__(self, generator: Any, **options: Any):
+        self.generator = generator
+        self.options = options
+
+    @abstractmethod
+    def answer(self, units: list[Unit], params: Any) -> list[list[dict]]:
+        """``params.n`` answers per unit, in unit order; each a dict with ``completion_raw``."""
+
+    @property
+    def usage(self):
+        """Token accounting of the model calls (the generator's, for a one-model strategy)."""
+        return getattr(self.generator, "usage", None)
+
+    def close(self) -> None:
+        """Release what the strategy holds beyond the generator (the eval closes that)."""
