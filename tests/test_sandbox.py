@@ -365,3 +365,16 @@ def test_judge_samples_starts_the_slowest_tasks_first(judge):
         del judge._map
     assert started == [3, 1, 0, 2]
     assert [v["k"] for v in verdicts] == [0, 1, 2, 3] and all(v["passed"] for v in verdicts)
+
+
+def test_case_times_hold_when_the_worker_reads_in_batches(sandbox):
+    """The worker reads small result lines at most every millisecond (not once per line), yet each
+    case is still timed on its own: a slow case right after many fast ones gets its own limit, and
+    the one over its limit is the one called out."""
+    prog = "import time\ndef f(x):\n    time.sleep(x)\n    return x\n"
+    fast = [[0.0]] * 300
+    ok = sandbox.run_call(prog, "f", fast + [[0.3]] + fast, timeout=10, case_limits=[0.5] * 300 + [1.0] + [0.5] * 300)
+    assert ok.status == "ok" and ok.completed and len(ok.case_times) == 601, ok.status
+    assert 0.25 < ok.case_times[300] < 1.0 and max(t for i, t in ok.case_times.items() if i != 300) < 0.25
+    slow = sandbox.run_call(prog, "f", fast + [[2.0]] + fast, timeout=10, case_limits=[1.0] * 300 + [0.5] + [1.0] * 300)
+    assert slow.status == "timeout" and slow.timeout_case == 300 and slow.time_s < 1.5

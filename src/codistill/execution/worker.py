@@ -17,10 +17,11 @@ stdout. For every program it forks a child (1-2 ms, instead of ~135 ms for a new
 4. when the worker runs as root: drops to a per-worker unprivileged uid/gid;
 5. reports "set up" on a private pipe it then closes, and runs the program and the tests.
 
-The worker is the only judge of time and framing: it timestamps every result line when it
-arrives, checks each call-based case against its limit on that clock (the program's own clocks
-are never consulted), accepts only the lines the harness writes in the order it writes them, and
-caps their size. This module imports only the stdlib.
+The worker is the only judge of time and framing (:mod:`.framing`): it timestamps every result
+line when it reads it (at most 1 ms after it arrives), checks each call-based case against its
+limit on that clock (the program's own clocks are never consulted), accepts only the lines the
+harness writes in the order it writes them, and caps their size. This module imports only the
+stdlib (and codistill's own stdlib-only modules).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import ctypes
 import fcntl
 import json
 import os
-import re
 import resource
 import select
 import signal
@@ -37,6 +37,7 @@ import sys
 import time
 
 from codistill.execution import fsview
+from codistill.execution.framing import Reader
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -46,8 +47,6 @@ PR_SET_PDEATHSIG = 1
 
 SANDBOX_UID_DEFAULT = 61000  # worker runs its children as this uid/gid unless told otherwise (root mode)
 EXCERPT = 2000
-# A result line as the harness writes it: json.dumps of a dict whose first keys are ev (and i).
-_EVENT = re.compile(rb'\{"ev": "(loaded|case|done|error)"(?:, "i": (\d{1,9}))?[,}]')
 
 _PREIMPORT = (
     "math re heapq collections itertools functools string bisect typing random hashlib "
@@ -264,73 +263,8 @@ def _memfd(name: str, content: bytes | None = None) -> int:
     return fd
 
 
-class _Reader:
-    """Frames, timestamps and checks the child's result lines as they arrive."""
-
-    def __init__(self, job: dict, t0: float):
-        self.limits = job.get("case_limits") or None
-        self.max_line = int(job.get("max_line_bytes", 16 << 20))
-        self.max_total = int(job.get("max_result_bytes", 64 << 20))
-        self.buf = bytearray()
-        self.line_start = 0
-        self.scan_from = 0
-        self.accepted_end = 0
-        self.events: list[list] = []
-        self.phase = "start"
-        self.next_case = 0
-        self.last = t0
-        self.case_deadline: float | None = None
-        self.reason: str | None = None
-        self.detail: dict = {}
-
-    def _stop(self, reason: str, **detail) -> None:
-        self.reason = reason
-        self.detail.update(detail)
-
-    def feed(self, chunk: bytes, now: float) -> None:
-        self.buf += chunk
-        if len(self.buf) > self.max_total:
-            return self._stop("output_limit", what=f"result data over {self.max_total} bytes")
-        while self.reason is None and (nl := self.buf.find(b"\n", self.scan_from)) >= 0:
-            line = bytes(self.buf[self.line_start:nl])
-            self.line_start = self.scan_from = nl + 1
-            self._line(line, now)
-        if self.reason is None:
-            self.scan_from = len(self.buf)
-            if len(self.buf) - self.line_start > self.max_line:
-                self._stop("output_limit", what=f"a result line over {self.max_line} bytes")
-
-    def _line(self, line: bytes, now: float) -> None:
-        if len(line) > self.max_line:
-            return self._stop("output_limit", what=f"a result line over {self.max_line} bytes")
-        m = _EVENT.match(line)
-        if m is None:
-            return self._stop("protocol", what="a line the harness does not write")
-        kind, i = m.group(1).decode(), (int(m.group(2)) if m.group(2) else None)
-        dt = now - self.last
-        if kind == "loaded":
-            if self.phase != "start":
-                return self._stop("protocol", what="a second 'loaded' line")
-            self.phase = "cases"
-        elif kind == "case":
-            if self.phase != "cases" or i != self.next_case:
-                return self._stop("protocol", what=f"case {i} out of order (expected {self.next_case})")
-            if self.limits and i < len(self.limits) and dt > float(self.limits[i]):
-                return self._stop("timeout", timeout_case=i, case_time=round(dt, 4))
-            self.next_case += 1
-        else:  # done | error
-            if self.phase == "end":
-                return self._stop("protocol", what=f"a '{kind}' line after the end")
-            self.phase = "end"
-        self.events.append([kind, i, round(dt, 6)])
-        self.last = now
-        self.accepted_end = self.line_start
-        self.case_deadline = None
-        if self.limits and self.phase == "cases" and self.next_case < len(self.limits):
-            self.case_deadline = now + float(self.limits[self.next_case])
-
-    def payload(self) -> bytes:
-        return bytes(self.buf[:self.accepted_end])
+_PAUSE = 0.001  # seconds: the worker reads small result lines at most this often (see run_one)
+_PIPE_BYTES = 1 << 20
 
 
 def run_one(job: dict, uid: int | None, workdir: str | None, tmpfs_mb: int, pid_ns: bool = False) -> tuple[dict, bytes]:
@@ -340,6 +274,10 @@ def run_one(job: dict, uid: int | None, workdir: str | None, tmpfs_mb: int, pid_
            "stdout": _memfd("stdout") if job.get("capture_stdout") else None,
            "stderr": _memfd("stderr")}
     rfd, fds["result"] = os.pipe()
+    try:
+        fcntl.fcntl(rfd, 1031, _PIPE_BYTES)  # F_SETPIPE_SZ: the child may run this far ahead of a pause
+    except OSError:
+        pass
     sfd, fds["setup"] = os.pipe()
     t0 = time.monotonic()
     pid = os.fork()
@@ -351,7 +289,7 @@ def run_one(job: dict, uid: int | None, workdir: str | None, tmpfs_mb: int, pid_
     os.close(fds["setup"])
 
     deadline = t0 + float(job["timeout_s"])
-    reader = _Reader(job, t0)
+    reader = Reader(job, t0)
     # Watch the child itself too: a background process it left holding the pipe must not
     # keep the run alive after the program has finished.
     pidfd = os.pidfd_open(pid)
@@ -360,6 +298,12 @@ def run_one(job: dict, uid: int | None, workdir: str | None, tmpfs_mb: int, pid_
         now = time.monotonic()
         limit_at = deadline if reader.case_deadline is None else min(deadline, reader.case_deadline)
         if limit_at - now <= 0:
+            # A line may have come during a pause (below): read it, stamped when the limit ran
+            # out, before calling the case (or the run) out of time.
+            chunk = os.read(rfd, 1 << 16) if rfd in select.select([rfd], [], [], 0)[0] else b""
+            if chunk:
+                reader.feed(chunk, limit_at)
+                continue
             if reader.case_deadline is not None and reader.case_deadline <= deadline:
                 reader._stop("timeout", timeout_case=reader.next_case, case_time=round(now - reader.last, 4))
             else:
@@ -370,7 +314,16 @@ def run_one(job: dict, uid: int | None, workdir: str | None, tmpfs_mb: int, pid_
             chunk = os.read(rfd, 1 << 16)
             if not chunk:
                 break  # every holder of the pipe is gone
-            reader.feed(chunk, time.monotonic())
+            now = time.monotonic()
+            reader.feed(chunk, now)
+            if len(chunk) < 4096 and chunk.endswith(b"\n") and not child_done and reader.reason is None:
+                # Between cases with small results: wake at most every _PAUSE s, not once per line
+                # (a context switch per case, with the child, costs more than the case on a busy
+                # machine). The pipe keeps what comes meanwhile; the pause ends when the child
+                # exits or a limit runs out; lines are stamped at most _PAUSE late.
+                limit_at = deadline if reader.case_deadline is None else min(deadline, reader.case_deadline)
+                if min(_PAUSE, limit_at - now) > 0 and pidfd in select.select([pidfd], [], [], min(_PAUSE, limit_at - now))[0]:
+                    child_done = True
         elif child_done:
             break  # child exited and the pipe is drained
         elif pidfd in ready:
