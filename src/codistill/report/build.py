@@ -30,314 +30,17 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html as _html
-import json
 import math
 import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from codistill.report.compute import (CAP_WARN, PROVENANCE_KEYS, SMOKE_MIN_TASKS, SMOKE_TEXT, VERDICT_COLUMNS,
+                                      _jsonable, compute_report)
 from codistill.report.load import Arm, RunInfo, _rel, _split_spec, discover_arms
 
-__all__ = ["write_report", "print_report", "SMOKE_TEXT", "SMOKE_MIN_TASKS"]
-
-SMOKE_TEXT = "Smoke run: these numbers are not a result"
-SMOKE_MIN_TASKS = 30
-PROVENANCE_KEYS = ("model", "adapter", "backend", "benchmarks", "n_samples", "temperature", "top_p",
-                   "max_new_tokens", "prompt_mode", "seed", "limit", "dtype")
-COMPARED_KEYS = ("n_samples", "temperature", "top_p", "max_new_tokens", "prompt_mode", "seed", "limit")
-
-
-# --------------------------------------------------------------------------- tables
-def _task_p1(row: dict) -> float:
-    if row.get("pass@1") is not None:
-        return float(row["pass@1"])
-    n, c = row.get("n"), row.get("c")
-    if n:
-        return float(c or 0) / float(n)
-    return 1.0 if row.get("passed") else 0.0
-
-
-def _nc(row: dict) -> tuple[int, int]:
-    n = int(row.get("n") or 1)
-    c = row.get("c")
-    c = int(c) if c is not None else (n if row.get("passed") else 0)
-    return n, c
-
-
-def _pass_cell(arm: Arm, bench: str) -> dict | None:
-    from codistill.metrics.stats import wilson_interval
-
-    summ = ((arm.results or {}).get("benchmarks") or {}).get(bench) or {}
-    rows = arm.rows.get(bench)
-    cell: dict[str, Any] = {"label": summ.get("benchmark")}
-    pk = {k: v for k, v in (summ.get("pass@k") or {}).items() if k != "pass@1" and v is not None}
-    if pk:
-        cell["pass@k"] = pk
-    if rows:
-        nc = [_nc(r) for r in rows.values()]
-        n_tasks = len(rows)
-        p1 = sum(_task_p1(r) for r in rows.values()) / n_tasks
-        spt = sorted({n for n, _ in nc})
-        if spt == [1]:
-            k, n = sum(c for _, c in nc), n_tasks
-            basis = "tasks"
-        else:
-            k, n = sum(c for _, c in nc), sum(n for n, _ in nc)
-            basis = "samples"
-        lo, hi = wilson_interval(k, n)
-        cell.update({"pass@1": p1, "n_tasks": n_tasks, "k": k, "n": n, "ci": [lo, hi], "ci_basis": basis,
-                     "samples_per_task": spt, "source": "tasks.jsonl"})
-        rp1 = (summ.get("pass@k") or {}).get("pass@1")
-        if rp1 is not None and abs(rp1 - p1) > 1e-9:
-            cell["results_json_pass@1"] = rp1
-        return cell
-    p1 = (summ.get("pass@k") or {}).get("pass@1")
-    if p1 is None:
-        return None
-    cell.update({"pass@1": float(p1), "n_tasks": summ.get("tasks"), "ci": None, "source": "results.json"})
-    return cell
-
-
-VERDICT_COLUMNS = ("pass", "fail", "error", "timeout", "syntax_error")
-
-
-def _verdict_counts(arm: Arm, bench: str) -> dict[str, int]:
-    """Judge statuses of each task's first sample (tasks.jsonl ``status``); other statuses summed as ``other``."""
-    counts = {k: 0 for k in VERDICT_COLUMNS + ("other",)}
-    for r in (arm.rows.get(bench) or {}).values():
-        st = r.get("status")
-        if st is None:  # older tasks.jsonl: pass/fail only
-            st = "pass" if r.get("passed") else "fail"
-        counts[st if st in VERDICT_COLUMNS else "other"] += 1
-    return counts
-
-
-def _mean(xs: list[float]) -> float | None:
-    return sum(xs) / len(xs) if xs else None
-
-
-def _structure_cell(arm: Arm, bench: str) -> dict | None:
-    summ = ((arm.results or {}).get("benchmarks") or {}).get(bench) or {}
-    rows = list((arm.rows.get(bench) or {}).values())
-    syn = [float(r["syntax_match"]) for r in rows if r.get("syntax_match") is not None]
-    dfl = [float(r["dataflow_match"]) for r in rows if r.get("dataflow_match") is not None]
-    s = summ.get("syntax_match", _mean(syn))
-    d = summ.get("dataflow_match", _mean(dfl))
-    if s is None and d is None:
-        return None
-    return {"syntax_match": s, "dataflow_match": d, "n_syntax": len(syn) if rows else None,
-            "n_dataflow": summ.get("n_dataflow_tasks", len(dfl) if rows else None)}
-
-
-def _perplexity(arm: Arm) -> dict | None:
-    qp = (arm.results or {}).get("question_perplexity") or {}
-    if qp.get("mean") is not None:
-        out = {k: qp.get(k) for k in ("n", "mean", "median", "prefix_fraction")}
-        out["source"] = "results.json"
-        return out
-    if arm.ppl:
-        xs = sorted(arm.ppl)
-        return {"n": len(xs), "mean": sum(xs) / len(xs), "median": xs[len(xs) // 2], "prefix_fraction": None,
-                "source": "tasks.jsonl"}
-    return None
-
-
-def _holm(ps: list[float]) -> list[float]:
-    order = sorted(range(len(ps)), key=lambda i: ps[i])
-    out = [0.0] * len(ps)
-    running = 0.0
-    m = len(ps)
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * ps[i]))
-        out[i] = running
-    return out
-
-
-def _significance(arms: list[Arm], baseline: Arm, benches: list[str], n_boot: int,
-                  seed: int) -> tuple[list[dict], list[str]]:
-    from codistill.metrics.stats import mcnemar_exact, paired_bootstrap_ci
-
-    out: list[dict] = []
-    notes: list[str] = []
-    for arm in arms:
-        if arm is baseline or not arm.has_eval:
-            continue
-        for bench in benches:
-            brows, arows = baseline.rows.get(bench), arm.rows.get(bench)
-            if not brows or not arows:
-                ran = {a.name: bench in a.benchmarks() for a in (baseline, arm)}
-                if all(ran.values()):
-                    who = " and ".join(a.name for a, r in ((baseline, brows), (arm, arows)) if not r)
-                    notes.append(f"{arm.name} vs {baseline.name} on {bench}: no per-task results (tasks.jsonl) "
-                                 f"for {who}; not compared")
-                elif any(ran.values()):
-                    notes.append(f"{arm.name} vs {baseline.name} on {bench}: "
-                                 f"{' and '.join(n for n, r in ran.items() if not r)} not evaluated on it")
-                continue
-            common = sorted(set(brows) & set(arows))
-            if not common:
-                notes.append(f"{arm.name} vs {baseline.name} on {bench}: no task in common; not compared")
-                continue
-            bp = [bool(brows[t].get("passed")) for t in common]
-            ap = [bool(arows[t].get("passed")) for t in common]
-            b1 = [_task_p1(brows[t]) for t in common]
-            a1 = [_task_p1(arows[t]) for t in common]
-            mc = mcnemar_exact(bp, ap)
-            bs = paired_bootstrap_ci(b1, a1, n_boot=n_boot, seed=seed)
-            multi = any(_nc(brows[t])[0] > 1 or _nc(arows[t])[0] > 1 for t in common)
-            out.append({
-                "arm": arm.name, "baseline": baseline.name, "benchmark": bench,
-                "n_common": len(common), "n_baseline_only": len(set(brows) - set(arows)),
-                "n_arm_only": len(set(arows) - set(brows)),
-                "baseline_pass@1": sum(b1) / len(b1), "arm_pass@1": sum(a1) / len(a1),
-                "delta": bs["diff"], "ci": [bs["lo"], bs["hi"]],
-                "b": mc["b01"], "c": mc["b10"], "p_value": mc["p_value"],
-                "mcnemar_on": "first sample pass/fail" if multi else "pass/fail",
-            })
-    for row, ph in zip(out, _holm([r["p_value"] for r in out])):
-        row["p_holm"] = ph
-    return out, notes
-
-
-def _smoke(arms: list[Arm], runs: list[RunInfo], table1: dict) -> list[str]:
-    reasons = []
-    for run in runs:
-        m = run.manifest or {}
-        if m.get("smoke") is True or (m.get("recipe") or {}).get("smoke") is True:
-            reasons.append(f"{run.name}: run_manifest.json has \"smoke\": true")
-        elif run.recipe_text and re.search(r"(?m)^smoke:\s*(true|yes|on)\s*$", run.recipe_text, re.I):
-            reasons.append(f"{run.name}: recipe.yaml has smoke: true")
-    for arm in arms:
-        if ((arm.results or {}).get("config") or {}).get("smoke") is True:
-            reasons.append(f"{arm.name}: eval config has \"smoke\": true")
-    small: dict[str, int] = {}
-    for arm_name, cells in table1.items():
-        for bench, cell in cells.items():
-            n = (cell or {}).get("n_tasks")
-            if n is not None and n < SMOKE_MIN_TASKS:
-                small[bench] = min(small.get(bench, n), n)
-    for bench, n in small.items():
-        reasons.append(f"{bench}: only {n} task(s) (fewer than {SMOKE_MIN_TASKS})")
-    return reasons
-
-
-def _consistency(arms: list[Arm], benches: list[str]) -> list[str]:
-    warn = []
-    ev = [a for a in arms if a.results]
-    for bench in benches:
-        hashes = {}
-        for a in ev:
-            h = (a.results.get("data_hashes") or {}).get(bench)
-            if h:
-                hashes.setdefault(h, []).append(a.name)
-        if len(hashes) > 1:
-            desc = "; ".join(f"{h[:12]}: {', '.join(n)}" for h, n in hashes.items())
-            warn.append(f"{bench}: arms were evaluated on different problem data (data hashes differ: {desc})")
-    for key in COMPARED_KEYS:
-        vals = {}
-        for a in ev:
-            vals.setdefault(json.dumps((a.results.get("config") or {}).get(key)), []).append(a.name)
-        if len(vals) > 1:
-            desc = "; ".join(f"{k}: {', '.join(n)}" for k, n in vals.items())
-            warn.append(f"eval setting '{key}' differs between arms ({desc})")
-    for a in ev:
-        lim = (a.results.get("config") or {}).get("limit")
-        if lim:
-            warn.append(f"{a.name}: evaluated on the first {lim} tasks of each benchmark only (limit={lim})")
-    return warn
-
-
-CAP_WARN = 0.05  # share of answers at the token cap above which an arm is flagged
-
-
-def _protocol(arm: Arm) -> dict:
-    """How an arm was judged (results.json ``protocol``; runs before it: the standard one)."""
-    res = arm.results or {}
-    p = res.get("protocol") or {}
-    check = p.get("check") or {}
-    primary = None
-    if arm.run is not None and arm.run.recipe_text:
-        import yaml
-
-        try:
-            declared = (yaml.safe_load(arm.run.recipe_text) or {}).get("primary_protocol")
-        except yaml.YAMLError:
-            declared = None
-        if declared:
-            kind = "standard" if p.get("name", "standard") == "standard" else "format"
-            primary = kind == declared
-    return {"name": p.get("name", "standard" if res else None), "description": p.get("description"),
-            "overrides": check.get("overrides") or [], "primary": primary,
-            "max_new_tokens": (res.get("config") or {}).get("max_new_tokens")}
-
-
-def _fixed_before_run(run: RunInfo) -> list[str]:
-    """The recipe's ``report.fixed_before_run``: what was decided before any test number was seen."""
-    if not run.recipe_text:
-        return []
-    import yaml
-
-    try:
-        items = ((yaml.safe_load(run.recipe_text) or {}).get("report") or {}).get("fixed_before_run") or []
-    except (yaml.YAMLError, AttributeError):
-        return []
-    return [str(x) for x in items] if isinstance(items, list) else [str(items)]
-
-
-def _answer_rates(arm: Arm, bench: str) -> dict:
-    b = ((arm.results or {}).get("benchmarks") or {}).get(bench) or {}
-    return {"cap_hit_rate": b.get("cap_hit_rate"), "no_code_rate": b.get("no_code_rate")}
-
-
-def _cap_warnings(arms: list[Arm], benches: list[str]) -> list[str]:
-    out = []
-    for a in arms:
-        hit = [f"{bch} {100 * r:.0f}%" for bch in benches
-               if (r := (((a.results or {}).get("benchmarks") or {}).get(bch) or {}).get("cap_hit_rate")) is not None
-               and r > CAP_WARN]
-        if hit:
-            out.append(f"{a.name}: more than {CAP_WARN:.0%} of the answers hit the "
-                       f"{(a.results.get('config') or {}).get('max_new_tokens')}-token cap ({', '.join(hit)}): the "
-                       "budget, not the model, decides those verdicts")
-    return out
-
-
-def _provenance(arm: Arm) -> dict:
-    r = arm.results or {}
-    cfg = r.get("config") or {}
-    out: dict[str, Any] = {
-        "source": str(arm.eval_dir or arm.source),
-        "config": {k: cfg.get(k) for k in PROVENANCE_KEYS if k in cfg},
-        "versions": r.get("versions") or {},
-        "data_hashes": r.get("data_hashes") or {},
-        "prompt_mode": r.get("prompt_mode"),
-        "generation": r.get("generation") or {},
-        "timings_s": r.get("timings_s") or {},
-    }
-    if arm.train_rows or arm.train_config:
-        tc = arm.train_config or {}
-        last = arm.train_rows[-1] if arm.train_rows else {}
-        st = tc.get("structure") if isinstance(tc.get("structure"), dict) else {}
-        out["train"] = {
-            "model": tc.get("model"), "structure_loss": st.get("enabled"), "max_steps": tc.get("max_steps"),
-            "epochs": tc.get("epochs"),
-            "lr": (tc.get("optim") or {}).get("lr") if isinstance(tc.get("optim"), dict) else None,
-            "lora_r": (tc.get("lora") or {}).get("r") if isinstance(tc.get("lora"), dict) else None,
-            "steps_logged": len(arm.train_rows), "last_step": last.get("step"),
-            "final_token_loss": last.get("token_loss"), "final_structure_loss": last.get("structure_loss"),
-            "peak_rss_gib": max((x.get("peak_rss_gib") or 0 for x in arm.train_rows), default=None) or None,
-            "mean_tokens_per_s": _mean([x["tokens_per_s"] for x in arm.train_rows[1:] if x.get("tokens_per_s")]),
-        }
-    if arm.run and arm.run.manifest:
-        stages = arm.run.manifest.get("stages") or {}
-        short = arm.name.split("/")[-1]
-        mine = {k: v.get("wall_s") for k, v in stages.items()
-                if isinstance(v, dict) and short in re.split(r"[:/]", k)}
-        if mine:
-            out["stage_wall_s"] = mine
-    return out
+__all__ = ["write_report", "print_report", "SMOKE_TEXT", "SMOKE_MIN_TASKS", "discover_arms"]
 
 
 # --------------------------------------------------------------------------- plots
@@ -1049,34 +752,8 @@ def _render_html(title: str, secs) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _jsonable(x):
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    return x
-
 
 # --------------------------------------------------------------------------- entry point
-def _generated(when: str | _dt.datetime | None) -> str:
-    """The "generated" stamp: ``when`` (text as given), else ``SOURCE_DATE_EPOCH``, else now (UTC)."""
-    if isinstance(when, str):
-        return when
-    if when is None:
-        import os
-
-        epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-        when = (_dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch.isdigit()
-                else _dt.datetime.now(_dt.timezone.utc))
-    if when.tzinfo is not None:
-        when = when.astimezone(_dt.timezone.utc)
-    return when.strftime("%Y-%m-%d %H:%M UTC")
-
-
 def write_report(run_dirs, out=None, baseline: str = "base", title: str | None = None, *,
                  plots: bool = True, n_boot: int = 10000, seed: int = 0,
                  generated: str | _dt.datetime | None = None) -> dict:
@@ -1097,8 +774,10 @@ def write_report(run_dirs, out=None, baseline: str = "base", title: str | None =
         The report as a dict (also written as ``report.json``): ``arms``, ``baseline``, ``benchmarks``,
         ``table1`` (arm -> benchmark -> pass@1 cell), ``table3``, ``perplexity``, ``significance``
         (list of paired comparisons), ``smoke``, ``warnings``, ``missing``, ``notes``, ``provenance``,
-        ``plots`` / ``skipped_plots`` and ``files``.
+        ``plots`` / ``skipped_plots`` and ``files`` (see :class:`~codistill.report.compute.Report`).
     """
+    from codistill.store import atomic_write_json, atomic_write_text
+
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
     run_dirs = list(run_dirs)
@@ -1108,81 +787,21 @@ def write_report(run_dirs, out=None, baseline: str = "base", title: str | None =
     out_dir = Path(out) if out is not None else _split_spec(run_dirs[0])[1]
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    evaluated = [a for a in arms if a.has_eval]
-    base_arm = next((a for a in evaluated if a.name == baseline), None)
-    baseline_note = None
-    if base_arm is None and evaluated:
-        base_arm = evaluated[0]
-        baseline_note = (f"No arm named '{baseline}' with results; the first arm, '{base_arm.name}', is the baseline "
-                         "(choose with --baseline).")
-    order = ([base_arm] if base_arm else []) + [a for a in evaluated if a is not base_arm]
-    names = [a.name for a in order]
-
-    benches: list[str] = []
-    for a in order:
-        for bch in a.benchmarks():
-            if bch not in benches:
-                benches.append(bch)
-
-    table1 = {a.name: {bch: c for bch in benches if (c := _pass_cell(a, bch))} for a in order}
-    table3 = {a.name: {bch: c for bch in benches if (c := _structure_cell(a, bch))} for a in order}
-    ppl = {a.name: _perplexity(a) for a in order}
-    sig, sig_notes = _significance(order, base_arm, benches, n_boot, seed) if base_arm else ([], [])
-    smoke = _smoke(arms, runs, table1)
-
-    missing: list[str] = []
-    notes: list[str] = []
-    for run in runs:
-        if run.missing:
-            missing.append(f"{run.name}: " + ", ".join(run.missing))
-        notes += [f"{run.name}: {n}" for n in run.notes]
-    for a in arms:
-        if not a.has_eval:
-            missing.append(f"{a.name}: no evaluation results ({', '.join(a.missing) or 'results.json'}); left out of the tables")
-        elif a.missing:
-            missing.append(f"{a.name}: " + ", ".join(a.missing))
-        notes += [f"{a.name}: {n}" for n in a.notes]
-
-    inputs = [str(s) for s in run_dirs]
-    title = title or ("codistill report: " + ", ".join(_split_spec(s)[1].name or str(s) for s in run_dirs))
-    rep: dict[str, Any] = {
-        "title": title,
-        "generated": _generated(generated),
-        "inputs": inputs, "arms": names, "baseline": base_arm.name if base_arm else None,
-        "baseline_note": baseline_note, "benchmarks": benches,
-        "smoke": {"is_smoke": bool(smoke), "reasons": smoke, "text": SMOKE_TEXT if smoke else None},
-        "warnings": _consistency(order, benches) + _cap_warnings(order, benches),
-        "table1": table1, "table3": table3, "perplexity": ppl,
-        "verdicts": {a.name: {bch: _verdict_counts(a, bch) for bch in benches if a.rows.get(bch)} for a in order},
-        "protocols": {a.name: _protocol(a) for a in order},
-        "fixed_before_run": {r.name: items for r in runs if (items := _fixed_before_run(r))},
-        "answers": {a.name: {bch: _answer_rates(a, bch) for bch in benches
-                             if bch in ((a.results or {}).get("benchmarks") or {})} for a in order},
-        "significance": sig, "significance_notes": sig_notes, "n_boot": n_boot,
-        "provenance": {a.name: _provenance(a) for a in arms},
-        "runs": {r.name: {"path": str(r.path), "stages": (r.manifest or {}).get("stages"),
-                          "teach_counts": (r.teach_manifest or {}).get("counts"),
-                          "data_counts": (r.data_manifest or {}).get("counts"),
-                          "leakage_valid": ({"n": len(r.leakage_valid), "mean": _mean(r.leakage_valid),
-                                             "median": statistics.median(r.leakage_valid), "max": max(r.leakage_valid)}
-                                            if r.leakage_valid else None)} for r in runs},
-        "missing": missing, "notes": notes,
-    }
+    rep = compute_report(arms, runs, run_dirs, baseline=baseline, title=title, n_boot=n_boot, seed=seed,
+                         generated=generated)
 
     if plots:
-        made, skipped = _make_plots(arms, runs, benches, table1, out_dir / "plots", names)
+        made, skipped = _make_plots(arms, runs, rep["benchmarks"], rep["table1"], out_dir / "plots", rep["arms"])
     else:
         made, skipped = {}, {"all": "plots=False"}
     rep["plots"] = {k: {**v, "path": _rel(Path(v["path"]), out_dir)} for k, v in made.items()}
     rep["skipped_plots"] = skipped
 
     secs = _sections(rep, arms, runs, made, out_dir)
-    from codistill.store import atomic_write_json, atomic_write_text
-
     files = {"markdown": out_dir / "report.md", "html": out_dir / "report.html", "json": out_dir / "report.json"}
     rep["files"] = {k: str(v) for k, v in files.items()}
-    atomic_write_text(files["markdown"], _render_md(title, secs, out_dir))
-    atomic_write_text(files["html"], _render_html(title, secs))
+    atomic_write_text(files["markdown"], _render_md(rep["title"], secs, out_dir))
+    atomic_write_text(files["html"], _render_html(rep["title"], secs))
     rep = _jsonable(rep)
     atomic_write_json(files["json"], rep)
     return rep
@@ -1255,4 +874,3 @@ def print_report(rep: dict, console=None) -> None:
         console.print("[dim]plots not drawn: " + ", ".join(rep["skipped_plots"]) + "[/]")
     console.print("wrote " + esc(", ".join(rep["files"].values())) + (f" and {len(rep['plots'])} plot(s) under "
                   f"{Path(rep['files']['html']).parent / 'plots'}" if rep["plots"] else ""))
-
