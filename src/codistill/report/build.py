@@ -1,478 +1,40 @@
 """``codistill report``: one report over the arms of one or more runs.
 
-Inputs (each ``RUN_DIR``, optionally written ``LABEL=RUN_DIR``):
+:func:`write_report` runs the stages, each a module of this package:
 
-* a recipe run directory (has ``run_manifest.json`` or ``arms/``): every ``arms/<arm>/`` with
-  ``eval/results.json`` + ``eval/tasks.jsonl`` is an arm, with its optional ``train/train_log.jsonl``
-  and ``train/train_config.json``; the run's ``data/manifest.json``, ``teach/teach_manifest.json``,
-  ``teach/contexts.jsonl`` and ``recipe.yaml`` are shown when present. With a label, its arms are
-  named ``LABEL/<arm>``.
-* an arm directory (has ``eval/results.json``): one arm named after the directory (or the label).
-* an eval run directory (has ``results.json`` + ``tasks.jsonl``, as ``codistill eval`` writes):
-  one arm named after the directory, ``arm.json``'s ``"name"``, or the label.
+1. :mod:`~codistill.report.load` -- find the arms behind the inputs (recipe run, arm or eval run
+   directories, optionally ``LABEL=DIR``) and read their files;
+2. :mod:`~codistill.report.compute` -- the report as data (tables, paired statistics, checks,
+   provenance): the dict returned and written as ``report.json``;
+3. :mod:`~codistill.report.plots` -- ``plots/*.png`` (matplotlib);
+4. :mod:`~codistill.report.sections` and :mod:`~codistill.report.render` -- the prose, rendered
+   with the jinja2 templates of ``codistill/templates/report`` as ``report.md`` and a
+   self-contained ``report.html`` (plots embedded as base64 PNG, inline CSS, no external references).
 
-Outputs in ``out`` (default: the first ``RUN_DIR``): ``report.md``, a self-contained
-``report.html`` (plots embedded as base64 PNG, inline CSS, no external references),
-``report.json`` (every table as data) and ``plots/*.png``.
+:func:`print_report` (:mod:`~codistill.report.terminal`) shows the main tables in the terminal.
 
-Statistics: pass@1 with a Wilson 95% interval per arm and benchmark; every arm against the
-baseline arm on the tasks both evaluated (intersection of task ids): Δpass@1 with a paired
-bootstrap 95% CI, exact McNemar test on per-task pass/fail (b = tasks only the arm passes,
-c = tasks only the baseline passes) and a Holm adjustment over all comparisons in the table.
-The functions are those of :mod:`codistill.metrics.stats`.
+Outputs in ``out`` (default: the first ``RUN_DIR``): ``report.md``, ``report.html``,
+``report.json`` and ``plots/*.png``.
 
-Importing this module is cheap: matplotlib and numpy are imported inside the functions that
-use them.
+Importing this module is cheap: matplotlib, numpy and jinja2 are imported inside the functions
+that use them.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import html as _html
-import re
-import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from codistill.report.compute import (CAP_WARN, PROVENANCE_KEYS, SMOKE_MIN_TASKS, SMOKE_TEXT, VERDICT_COLUMNS,
-                                      _jsonable, compute_report)
+from codistill.report.compute import SMOKE_MIN_TASKS, SMOKE_TEXT, Report, _jsonable, compute_report
 from codistill.report.load import Arm, RunInfo, _rel, _split_spec, discover_arms
-from codistill.report.plots import make_plots
+from codistill.report.terminal import print_report
 
-__all__ = ["write_report", "print_report", "SMOKE_TEXT", "SMOKE_MIN_TASKS", "discover_arms"]
-
-
-# --------------------------------------------------------------------------- formatting
-def _pct(x: float | None, nd: int = 1) -> str:
-    return "–" if x is None else f"{100 * x:.{nd}f}"
+__all__ = ["write_report", "print_report", "SMOKE_TEXT", "SMOKE_MIN_TASKS", "discover_arms", "Arm", "RunInfo"]
 
 
-def _num(x, nd: int = 3) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.{nd}f}"
-    return str(x)
-
-
-def _pval(p: float) -> str:
-    if p >= 0.001:
-        return f"{p:.3f}"
-    return f"{p:.1e}"
-
-
-def _cell_p1(cell: dict | None) -> str:
-    if not cell:
-        return "–"
-    s = _pct(cell["pass@1"])
-    if cell.get("ci"):
-        s += f" [{_pct(cell['ci'][0])}, {_pct(cell['ci'][1])}]"
-    if cell.get("n_tasks") is not None:
-        s += f" n={cell['n_tasks']}"
-    return s
-
-
-@dataclass
-class Block:
-    kind: str  # p | table | img | pre | list | banner | warn
-    text: str = ""
-    headers: list[str] = field(default_factory=list)
-    rows: list[list[str]] = field(default_factory=list)
-    items: list[str] = field(default_factory=list)
-    path: Path | None = None
-    summary: str = ""
-
-
-def _sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict, out: Path) -> list[tuple[str, list[Block]]]:
-    secs: list[tuple[str, list[Block]]] = []
-    benches = rep["benchmarks"]
-    order = rep["arms"]
-    t1 = rep["table1"]
-
-    head: list[Block] = []
-    if rep["smoke"]["is_smoke"]:
-        head.append(Block("banner", SMOKE_TEXT, items=rep["smoke"]["reasons"]))
-    head.append(Block("p", f"Generated {rep['generated']} from: " + ", ".join(rep["inputs"]) + "."))
-    head.append(Block("p", f"Arms: {', '.join(order) or 'none'}. Baseline: **{rep['baseline'] or '–'}**."
-                      + (f" {rep['baseline_note']}" if rep.get("baseline_note") else "")))
-    for run_name, items in (rep.get("fixed_before_run") or {}).items():
-        head.append(Block("p", f"Fixed before the run ({run_name}'s recipe, `report.fixed_before_run`):"))
-        head.append(Block("list", items=items))
-    if rep["warnings"]:
-        head.append(Block("warn", "Check before comparing:", items=rep["warnings"]))
-    secs.append(("", head))
-
-    # Table 1 ------------------------------------------------------------------------------
-    b: list[Block] = []
-    if benches and order:
-        pk_cols = sorted({k for a in order for bch in benches for k in ((t1.get(a) or {}).get(bch) or {}).get("pass@k", {})},
-                         key=lambda k: int(k.split("@")[1]))
-        headers = ["arm"] + benches + [f"{bch} {k}" for bch in benches for k in pk_cols
-                                       if any(k in (((t1.get(a) or {}).get(bch) or {}).get("pass@k") or {}) for a in order)]
-        rows = []
-        for a in order:
-            row = [a] + [_cell_p1((t1.get(a) or {}).get(bch)) for bch in benches]
-            for h in headers[1 + len(benches):]:
-                bch, k = h.rsplit(" ", 1)
-                v = (((t1.get(a) or {}).get(bch) or {}).get("pass@k") or {}).get(k)
-                row.append(_pct(v))
-            rows.append(row)
-        b.append(Block("table", headers=headers, rows=rows))
-        cells = [(a, bch, c) for a in order for bch, c in (t1.get(a) or {}).items() if c and c.get("ci")]
-        multi = [f"{a}/{bch}" for a, bch, c in cells if c.get("ci_basis") == "samples"]
-        where = "every cell here" if multi and len(multi) == len(cells) else ", ".join(multi)
-        b.append(Block("p", "pass@1 in %, [Wilson 95% CI], n = tasks. pass@1 is the mean over tasks of c/n "
-                       "(n samples per task, c of them passing)."
-                       + (f" Where n > 1 ({where}) the Wilson interval counts the samples as independent, so it is "
-                          "narrower than a task-level interval would be." if multi else "")))
-        summ_only = [f"{a}/{bch}" for a in order for bch, c in (t1.get(a) or {}).items()
-                     if c and c.get("source") == "results.json"]
-        if summ_only:
-            b.append(Block("p", "From results.json only (no tasks.jsonl, so no CI and no paired test): "
-                           + ", ".join(summ_only) + "."))
-        diff = [f"{a}/{bch}: tasks.jsonl {_pct(c['pass@1'], 2)} vs results.json {_pct(c['results_json_pass@1'], 2)}"
-                for a in order for bch, c in (t1.get(a) or {}).items() if c and "results_json_pass@1" in c]
-        if diff:
-            b.append(Block("warn", "pass@1 recomputed from tasks.jsonl differs from results.json:", items=diff))
-    else:
-        b.append(Block("p", "No evaluation results found."))
-    if "pass_at_1" in plots:
-        b.append(Block("img", path=plots["pass_at_1"]["path"], text=plots["pass_at_1"]["title"]))
-    secs.append(("Table 1: pass@1 per benchmark", b))
-
-    # significance -------------------------------------------------------------------------
-    b = []
-    sig = rep["significance"]
-    if sig:
-        headers = ["arm", "benchmark", "tasks compared", f"{rep['baseline']} pass@1", "arm pass@1", "Δpass@1 (pp)",
-                   "95% bootstrap CI (pp)", "b: arm only", "c: baseline only", "McNemar exact p", "Holm p"]
-        rows = []
-        for s in sig:
-            extra = ""
-            if s["n_baseline_only"] or s["n_arm_only"]:
-                extra = f" (of {s['n_common'] + s['n_baseline_only']} / {s['n_common'] + s['n_arm_only']})"
-            rows.append([s["arm"], s["benchmark"], f"{s['n_common']}{extra}", _pct(s["baseline_pass@1"]),
-                         _pct(s["arm_pass@1"]),
-                         f"{100 * s['delta']:+.1f}", f"[{100 * s['ci'][0]:+.1f}, {100 * s['ci'][1]:+.1f}]",
-                         str(s["b"]), str(s["c"]), _pval(s["p_value"]), _pval(s["p_holm"])])
-        b.append(Block("table", headers=headers, rows=rows))
-        b.append(Block("p", f"Each arm against **{rep['baseline']}** on the tasks both evaluated (intersection of task ids; "
-                       "\"of X / Y\" gives each side's total where they differ). Δ = arm − baseline in percentage points, "
-                       f"CI from a paired bootstrap over tasks ({rep['n_boot']} resamples). McNemar: exact two-sided binomial "
-                       "test on the discordant tasks b and c. Holm p adjusts for the "
-                       f"{len(sig)} comparisons in this table. A CI that contains 0 / p ≥ 0.05 is no evidence of a difference."
-                       + (" With n > 1 samples per task, McNemar compares each task's first sample (pass/fail) while Δ and "
-                          "its CI use the per-task pass@1 c/n." if any(s["mcnemar_on"] != "pass/fail" for s in sig) else "")))
-    else:
-        b.append(Block("p", "No paired comparison: it needs a baseline and another arm with per-task results "
-                       "(tasks.jsonl) on a shared benchmark."))
-    if rep["significance_notes"]:
-        b.append(Block("list", items=rep["significance_notes"]))
-    secs.append((f"Paired significance against the baseline ({rep['baseline'] or '–'})", b))
-
-    # protocol and answer lengths ------------------------------------------------------------
-    pr, ans = rep.get("protocols") or {}, rep.get("answers") or {}
-    rows = []
-    for a in order:
-        p = pr.get(a) or {}
-        for bch, r in (ans.get(a) or {}).items():
-            if r.get("cap_hit_rate") is None and r.get("no_code_rate") is None:
-                continue
-            flag = " ⚠" if (r.get("cap_hit_rate") or 0) > CAP_WARN else ""
-            rows.append([a, str(p.get("name")) + (" (primary)" if p.get("primary") else ""),
-                         str(p.get("max_new_tokens") or "–"), bch, _pct(r.get("cap_hit_rate")) + flag,
-                         _pct(r.get("no_code_rate"))])
-    if rows:
-        over = [f"{a}: {', '.join(p['overrides'])}" for a, p in pr.items() if p.get("overrides")]
-        b = [Block("table", headers=["arm", "protocol", "max new tokens", "benchmark", "hit the cap", "no code"],
-                   rows=rows),
-             Block("p", "Protocol: `standard` = zero-shot, EvalPlus instruction prompt, any answer layout; otherwise the "
-                   "student format the arm was judged in (the one it was trained in, unless an override is listed). "
-                   "(primary) marks the protocol the recipe declared primary before the run. *Hit the cap*: answers "
-                   f"that used the whole token budget; more than {CAP_WARN:.0%} (⚠) means the budget decides verdicts. "
-                   "*No code*: answers with no code defining the entry point.")]
-        if over:
-            b.append(Block("warn", "Guard overrides used:", items=over))
-        secs.append(("Protocol and answer lengths", b))
-
-    # verdicts -----------------------------------------------------------------------------
-    vd = rep.get("verdicts") or {}
-    rows = [[a, bch, str(sum(c.values()))] + [str(c[k]) for k in VERDICT_COLUMNS + ("other",)]
-            for a in order for bch, c in (vd.get(a) or {}).items()]
-    if rows:
-        b = [Block("table", headers=["arm", "benchmark", "tasks", *VERDICT_COLUMNS, "other"], rows=rows),
-             Block("p", "Judge verdict of each task's first sample. `syntax_error` includes answers with no code in "
-                   "them (e.g. cut off at max_new_tokens before the code), `error` a runtime error, `other` memory, "
-                   "output-limit and sandbox errors. Where an arm loses, this says whether it wrote wrong code or "
-                   "no usable code.")]
-        secs.append(("Verdicts per arm", b))
-
-    # Table 3 ------------------------------------------------------------------------------
-    b = []
-    t3 = rep["table3"]
-    if any(t3.get(a) for a in order):
-        headers = ["arm"] + [f"{bch} {m}" for bch in benches for m in ("syntax", "dataflow")]
-        rows = []
-        for a in order:
-            row = [a]
-            for bch in benches:
-                c = (t3.get(a) or {}).get(bch)
-                row.append(_num(c["syntax_match"]) + (f" n={c['n_syntax']}" if c and c.get("n_syntax") else "") if c else "–")
-                row.append(_num(c["dataflow_match"]) + (f" n={c['n_dataflow']}" if c and c.get("n_dataflow") else "") if c else "–")
-            rows.append(row)
-        b.append(Block("table", headers=headers, rows=rows))
-        b.append(Block("p", "Average CodeBLEU syntax match (AST subtrees) and dataflow match of each task's first sample "
-                       "against the reference solution; n = tasks averaged (dataflow only where the reference has dataflow)."))
-    else:
-        b.append(Block("p", "No syntax/dataflow match values in the results."))
-    secs.append(("Table 3: CodeBLEU syntax and dataflow match", b))
-
-    # perplexity ---------------------------------------------------------------------------
-    b = []
-    ppl = rep["perplexity"]
-    if any(ppl.get(a) for a in order):
-        rows = []
-        for a in order:
-            q = ppl.get(a)
-            rows.append([a, _num(q["mean"], 2), _num(q["median"], 2), str(q.get("n")),
-                         _pct(q["prefix_fraction"], 0) + "%" if q.get("prefix_fraction") is not None else "–"]
-                        if q else [a, "–", "–", "–", "–"])
-        b.append(Block("table", headers=["arm", "mean", "median", "n", "prefix given"], rows=rows))
-        b.append(Block("p", "Perplexity of the rest of each MBPP test question given its first words (lower = the "
-                       "model's language modelling of problem statements is better preserved)."))
-    else:
-        b.append(Block("p", "No question-completion perplexity in the results."))
-    if "perplexity" in plots:
-        b.append(Block("img", path=plots["perplexity"]["path"], text=plots["perplexity"]["title"]))
-    secs.append(("Question-completion perplexity", b))
-
-    # training -----------------------------------------------------------------------------
-    b = []
-    tr = [(a, rep["provenance"][a.name].get("train")) for a in arms if rep["provenance"].get(a.name, {}).get("train")]
-    if tr:
-        yn = {True: "yes", False: "no", None: "–"}
-        rows = [[a.name, yn.get(t.get("structure_loss"), str(t.get("structure_loss"))), str(t.get("last_step")), _num(t.get("final_token_loss"), 4),
-                 _num(t.get("final_structure_loss"), 4), _num(t.get("mean_tokens_per_s"), 1), _num(t.get("peak_rss_gib"), 2)]
-                for a, t in tr]
-        b.append(Block("table", headers=["arm", "structure loss on", "last step", "final token loss",
-                                         "final structure loss", "train tokens/s", "peak RSS GiB"], rows=rows))
-    for key in ("loss", "alpha_beta"):
-        if key in plots:
-            b.append(Block("img", path=plots[key]["path"], text=plots[key]["title"]))
-    if not b:
-        b.append(Block("p", "No training logs (arms without train/ are evaluated as they are)."))
-    secs.append(("Training", b))
-
-    # teacher / data -----------------------------------------------------------------------
-    b = []
-    for run in runs:
-        tm = run.teach_manifest or {}
-        if tm.get("counts"):
-            c = tm["counts"]
-            items = [f"{k}: {v}" for k, v in c.items() if not isinstance(v, dict)]
-            items += [f"{k}: " + ", ".join(f"{kk} {vv}" for kk, vv in v.items()) for k, v in c.items() if isinstance(v, dict) and v]
-            b.append(Block("p", f"**{run.name}**: teacher contexts (teach_manifest.json counts)"))
-            b.append(Block("list", items=items))
-        lk = ((tm.get("leakage") or {}).get("final")) or {}
-        if lk.get("count"):
-            b.append(Block("p", f"Leakage of final contexts: mean {_num(lk.get('mean'))}, median {_num(lk.get('median'))}, "
-                           f"max {_num(lk.get('max'))}" + (f", threshold {lk['threshold']}, above it {lk.get('above_threshold')}"
-                                                            if lk.get("threshold") is not None else "") + "."))
-        if run.contexts_counts:
-            lv = run.leakage_valid or []
-            b.append(Block("p", f"contexts.jsonl: {run.contexts_counts['rows']} rows, {run.contexts_counts['valid']} valid"
-                           + (f"; leakage of valid contexts: mean {_num(sum(lv) / len(lv))}, median "
-                              f"{_num(statistics.median(lv))}, max {_num(max(lv))}" if lv else "") + "."))
-        dm = run.data_manifest or {}
-        if dm.get("counts"):
-            c = dm["counts"]
-            items = [f"rows: {c.get('rows')}", f"problems: {c.get('problems')}"]
-            if isinstance(c.get("total"), dict):
-                items.append("stages: " + ", ".join(f"{k} {v}" for k, v in c["total"].items()))
-            b.append(Block("p", f"**{run.name}**: training data (data/manifest.json)"))
-            b.append(Block("list", items=items))
-    if "leakage" in plots:
-        b.append(Block("img", path=plots["leakage"]["path"], text=f"{plots['leakage']['title']} (from {plots['leakage']['source']})"))
-    if b:
-        secs.append(("Teacher contexts and training data", b))
-
-    # provenance ---------------------------------------------------------------------------
-    b = []
-    prov = rep["provenance"]
-    cfg_keys = [k for k in PROVENANCE_KEYS if any(k in (prov.get(a) or {}).get("config", {}) for a in order)]
-    if cfg_keys:
-        rows = []
-        for a in order:
-            c = (prov.get(a) or {}).get("config", {})
-            rows.append([a] + [", ".join(map(str, c[k])) if isinstance(c.get(k), list) else _num(c.get(k), 2) if c.get(k) is not None else "–"
-                               for k in cfg_keys])
-        b.append(Block("p", "Eval settings (results.json config):"))
-        b.append(Block("table", headers=["arm"] + cfg_keys, rows=rows))
-    rows = []
-    for a in order:
-        p = prov.get(a) or {}
-        g = p.get("generation") or {}
-        t = p.get("timings_s") or {}
-        stage = p.get("stage_wall_s") or {}
-        timed = g.get("samples_timed")
-        cover = (f" ({timed} of {g['samples']} generations timed)"
-                 if timed is not None and g.get("samples") and timed < g["samples"] else "")
-        rows.append([a, p.get("prompt_mode") or "–", _num(g.get("tokens_per_s"), 1),
-                     f"{g['new_tokens']}{cover}" if "new_tokens" in g else "–",
-                     ", ".join(f"{k} {v}" for k, v in t.items()) or "–",
-                     ", ".join(f"{k} {_num(v, 1)}" for k, v in stage.items()) or "–"])
-    if rows:
-        b.append(Block("p", "Generation and wall times (seconds):"))
-        b.append(Block("table", headers=["arm", "prompt mode", "gen tokens/s", "new tokens", "eval timings_s",
-                                         "run stages wall_s"], rows=rows))
-    hashes = sorted({bch for a in order for bch in (prov.get(a) or {}).get("data_hashes", {})})
-    if hashes:
-        rows = [[a] + [((prov.get(a) or {}).get("data_hashes", {}).get(bch) or "–")[:12] for bch in hashes] for a in order]
-        b.append(Block("p", "Benchmark data hashes (first 12 hex digits; equal hashes = same problems):"))
-        b.append(Block("table", headers=["arm"] + hashes, rows=rows))
-    vkeys = sorted({k for a in order for k in (prov.get(a) or {}).get("versions", {})})
-    if vkeys:
-        rows = [[a] + [str((prov.get(a) or {}).get("versions", {}).get(k, "–")) for k in vkeys] for a in order]
-        b.append(Block("p", "Versions:"))
-        b.append(Block("table", headers=["arm"] + vkeys, rows=rows))
-    b.append(Block("p", "Sources: " + "; ".join(f"{a}: {(prov.get(a) or {}).get('source')}" for a in order) + "."))
-    for run in runs:
-        st = (run.manifest or {}).get("stages") or {}
-        if st:
-            rows = [[k, str(v.get("status", "–")), _num(v.get("wall_s"), 1), str(v.get("started") or "–"),
-                     str(v.get("finished") or "–"), str(v.get("key") or "–")[:12]]
-                    for k, v in st.items() if isinstance(v, dict)]
-            b.append(Block("p", f"**{run.name}** stages (run_manifest.json):"))
-            b.append(Block("table", headers=["stage", "status", "wall_s", "started", "finished", "key"], rows=rows))
-        vers = (run.manifest or {}).get("versions")
-        if vers:
-            b.append(Block("p", f"**{run.name}** versions: " + ", ".join(f"{k} {v}" for k, v in vers.items())))
-        if run.recipe_text:
-            b.append(Block("pre", run.recipe_text, summary=f"{run.name}: recipe.yaml (resolved recipe)"))
-    secs.append(("Provenance", b))
-
-    # missing ------------------------------------------------------------------------------
-    b = []
-    if rep["missing"]:
-        b.append(Block("list", items=rep["missing"]))
-    if rep["skipped_plots"]:
-        b.append(Block("p", "Plots not drawn:"))
-        b.append(Block("list", items=[f"{k}: {v}" for k, v in rep["skipped_plots"].items()]))
-    if rep["notes"]:
-        b.append(Block("p", "Notes:"))
-        b.append(Block("list", items=rep["notes"]))
-    if b:
-        secs.append(("Missing inputs and notes", b))
-    return secs
-
-
-def _md_cell(s: str) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
-def _numeric_col(rows: list[list[str]], i: int) -> bool:
-    vals = [str(r[i]) for r in rows if i < len(r) and str(r[i]) not in ("–", "")]
-    return i > 0 and bool(vals) and all(_NUMERIC.match(v) for v in vals)
-
-
-def _render_md(title: str, secs, out: Path) -> str:
-    lines = [f"# {title}", ""]
-    for name, blocks in secs:
-        if name:
-            lines += [f"## {name}", ""]
-        for bl in blocks:
-            if bl.kind == "banner":
-                lines += [f"> **⚠ {bl.text.upper()}**", ">"] + [f"> - {x}" for x in bl.items] + [""]
-            elif bl.kind == "warn":
-                lines += [f"**{bl.text}**", ""] + [f"- {x}" for x in bl.items] + [""]
-            elif bl.kind == "p":
-                lines += [bl.text, ""]
-            elif bl.kind == "list":
-                lines += [f"- {x}" for x in bl.items] + [""]
-            elif bl.kind == "table":
-                lines.append("| " + " | ".join(_md_cell(h) for h in bl.headers) + " |")
-                lines.append("|" + "|".join("---:" if _numeric_col(bl.rows, i) else "---" for i in range(len(bl.headers))) + "|")
-                lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in bl.rows]
-                lines.append("")
-            elif bl.kind == "img":
-                lines += [f"![{bl.text}]({_rel(bl.path, out)})", ""]
-            elif bl.kind == "pre":
-                lines += [f"<details><summary>{_html.escape(bl.summary)}</summary>", "", "```yaml", bl.text.rstrip("\n"),
-                          "```", "", "</details>", ""]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-CSS = """
-body{font-family:-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1d2228;
- max-width:1180px;margin:24px auto;padding:0 20px;line-height:1.45;font-size:15px}
-h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #dde1e6;padding-bottom:.2em}
-table{border-collapse:collapse;margin:.6em 0 .4em;font-size:13.5px;display:block;overflow-x:auto;max-width:100%}
-th,td{border:1px solid #d5dae0;padding:4px 9px;vertical-align:top}
-th{background:#eef1f5;text-align:center;font-weight:600}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-tr:nth-child(even) td{background:#f8f9fb}
-td:first-child{font-weight:600;white-space:nowrap}
-.banner{background:#fdecea;border:2px solid #c0392b;color:#7b1d12;padding:12px 16px;border-radius:6px;margin:1em 0}
-.banner strong{font-size:1.25em;letter-spacing:.02em}
-.warn{background:#fff7e0;border-left:4px solid #e0a800;padding:8px 14px;margin:1em 0}
-.note{color:#4a5560;font-size:13.5px}
-img{max-width:100%;border:1px solid #e3e6ea;margin:.5em 0}
-figure{margin:.8em 0}figcaption{color:#4a5560;font-size:13px}
-details{margin:.6em 0}summary{cursor:pointer;font-weight:600}
-pre{background:#f4f6f8;padding:10px;overflow-x:auto;font-size:12.5px}
-ul{margin:.3em 0 .8em}
-"""
-
-_NUMERIC = re.compile(r"^[\s+\-–−]?[\d.]")
-
-
-def _inline(s: str) -> str:
-    esc = _html.escape(str(s))
-    esc = re.sub(r"`([^`]+)`", r"<code>\1</code>", esc)
-    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", esc)
-
-
-def _render_html(title: str, secs) -> str:
-    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-             f"<title>{_html.escape(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{_html.escape(title)}</h1>"]
-    for name, blocks in secs:
-        if name:
-            parts.append(f"<h2>{_html.escape(name)}</h2>")
-        for bl in blocks:
-            if bl.kind == "banner":
-                parts.append(f"<div class=\"banner\"><strong>⚠ {_html.escape(bl.text)}</strong><ul>"
-                             + "".join(f"<li>{_html.escape(x)}</li>" for x in bl.items) + "</ul></div>")
-            elif bl.kind == "warn":
-                parts.append(f"<div class=\"warn\"><strong>{_html.escape(bl.text)}</strong><ul>"
-                             + "".join(f"<li>{_html.escape(x)}</li>" for x in bl.items) + "</ul></div>")
-            elif bl.kind == "p":
-                parts.append(f"<p class=\"note\">{_inline(bl.text)}</p>")
-            elif bl.kind == "list":
-                parts.append("<ul class=\"note\">" + "".join(f"<li>{_inline(x)}</li>" for x in bl.items) + "</ul>")
-            elif bl.kind == "table":
-                head = "".join(f"<th>{_html.escape(h)}</th>" for h in bl.headers)
-                body = "".join("<tr>" + "".join(
-                    f"<td class=\"num\">{_html.escape(c)}</td>" if i and _NUMERIC.match(str(c)) else f"<td>{_html.escape(c)}</td>"
-                    for i, c in enumerate(r)) + "</tr>" for r in bl.rows)
-                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-            elif bl.kind == "img":
-                data = base64.b64encode(Path(bl.path).read_bytes()).decode("ascii")
-                parts.append(f"<figure><img alt=\"{_html.escape(bl.text)}\" src=\"data:image/png;base64,{data}\">"
-                             f"<figcaption>{_html.escape(bl.text)}</figcaption></figure>")
-            elif bl.kind == "pre":
-                parts.append(f"<details><summary>{_html.escape(bl.summary)}</summary><pre>{_html.escape(bl.text)}</pre></details>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
-
-
-
-# --------------------------------------------------------------------------- entry point
 def write_report(run_dirs, out=None, baseline: str = "base", title: str | None = None, *,
                  plots: bool = True, n_boot: int = 10000, seed: int = 0,
-                 generated: str | _dt.datetime | None = None) -> dict:
+                 generated: str | _dt.datetime | None = None) -> Report:
     """Write ``report.md``, ``report.html``, ``report.json`` and ``plots/*.png`` for the arms of ``run_dirs``.
 
     Args:
@@ -492,6 +54,9 @@ def write_report(run_dirs, out=None, baseline: str = "base", title: str | None =
         (list of paired comparisons), ``smoke``, ``warnings``, ``missing``, ``notes``, ``provenance``,
         ``plots`` / ``skipped_plots`` and ``files`` (see :class:`~codistill.report.compute.Report`).
     """
+    from codistill.report.plots import make_plots
+    from codistill.report.render import render_html, render_markdown
+    from codistill.report.sections import build_sections
     from codistill.store import atomic_write_json, atomic_write_text
 
     if isinstance(run_dirs, (str, Path)):
@@ -513,80 +78,11 @@ def write_report(run_dirs, out=None, baseline: str = "base", title: str | None =
     rep["plots"] = {k: {**v, "path": _rel(Path(v["path"]), out_dir)} for k, v in made.items()}
     rep["skipped_plots"] = skipped
 
-    secs = _sections(rep, arms, runs, made, out_dir)
+    secs = build_sections(rep, arms, runs, made)
     files = {"markdown": out_dir / "report.md", "html": out_dir / "report.html", "json": out_dir / "report.json"}
     rep["files"] = {k: str(v) for k, v in files.items()}
-    atomic_write_text(files["markdown"], _render_md(rep["title"], secs, out_dir))
-    atomic_write_text(files["html"], _render_html(rep["title"], secs))
+    atomic_write_text(files["markdown"], render_markdown(rep["title"], secs, out_dir))
+    atomic_write_text(files["html"], render_html(rep["title"], secs))
     rep = _jsonable(rep)
     atomic_write_json(files["json"], rep)
     return rep
-
-
-def print_report(rep: dict, console=None) -> None:
-    """Table 1 (pass@1 with Wilson CIs) and the paired significance table, in the terminal."""
-    from rich import box
-    from rich.console import Console
-    from rich.markup import escape as esc
-    from rich.panel import Panel
-    from rich.table import Table
-
-    console = console or Console(emoji=False)
-    if rep["smoke"]["is_smoke"]:
-        console.print(Panel("[bold]" + SMOKE_TEXT + "[/]\n" + "\n".join(f"• {esc(r)}" for r in rep["smoke"]["reasons"]),
-                            style="bold red", expand=False))
-    if rep.get("baseline_note"):
-        console.print(f"[yellow]{esc(rep['baseline_note'])}[/]")
-    for w in rep.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {esc(w)}")
-    t = Table(title=esc("pass@1 % [Wilson 95% CI] n=tasks"), box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    t.add_column("arm", no_wrap=True)
-    for b in rep["benchmarks"]:
-        t.add_column(esc(b), justify="right")
-    for a in rep["arms"]:
-        t.add_row(esc(a), *[esc(_cell_p1((rep["table1"].get(a) or {}).get(b))) for b in rep["benchmarks"]])
-    console.print(t)
-    ans = rep.get("answers") or {}
-    if any(r.get("cap_hit_rate") is not None or r.get("no_code_rate") is not None
-           for v in ans.values() for r in v.values()):
-        u = Table(title="protocol; answers that hit the token cap / hold no code (%)", box=box.SIMPLE_HEAD,
-                  pad_edge=False, show_edge=False)
-        u.add_column("arm", no_wrap=True)
-        u.add_column("protocol")
-        for b in rep["benchmarks"]:
-            u.add_column(esc(b), justify="right")
-        for a in rep["arms"]:
-            p = (rep.get("protocols") or {}).get(a) or {}
-            cells = []
-            for b in rep["benchmarks"]:
-                r = (ans.get(a) or {}).get(b) or {}
-                cells.append(f"{_pct(r.get('cap_hit_rate'))} / {_pct(r.get('no_code_rate'))}"
-                             + (" !" if (r.get("cap_hit_rate") or 0) > CAP_WARN else ""))
-            u.add_row(esc(a), esc(str(p.get("name")) + (" (primary)" if p.get("primary") else "")), *map(esc, cells))
-        console.print(u)
-    if rep["significance"]:
-        s = Table(title=f"paired vs {esc(str(rep['baseline']))} on the same tasks", box=box.SIMPLE_HEAD,
-                  pad_edge=False, show_edge=False,
-                  caption=esc("Δ: arm − baseline pass@1 in percentage points [paired bootstrap 95% CI]; "
-                              "b / c: tasks only the arm / only the baseline passes; p: exact McNemar; "
-                              "Holm: p adjusted for all rows"), caption_justify="left")
-        for col in ("arm", "benchmark", "tasks", esc("Δ pp [95% CI]"), "b", "c", "p", "Holm"):
-            s.add_column(col, justify="left" if col in ("arm", "benchmark") else "right", no_wrap=True)
-        for r in rep["significance"]:
-            style = "green" if r["p_holm"] < 0.05 and r["delta"] > 0 else ("red" if r["p_holm"] < 0.05 else None)
-            s.add_row(esc(r["arm"]), esc(r["benchmark"]), str(r["n_common"]),
-                      esc(f"{100 * r['delta']:+.1f} [{100 * r['ci'][0]:+.1f}, {100 * r['ci'][1]:+.1f}]"), str(r["b"]),
-                      str(r["c"]), _pval(r["p_value"]), _pval(r["p_holm"]), style=style)
-        console.print(s)
-    for n in rep.get("significance_notes", []):
-        console.print(f"[dim]{esc(n)}[/]")
-    ppl = {a: q for a, q in rep["perplexity"].items() if q}
-    if ppl:
-        console.print("question-completion perplexity: " + esc("; ".join(
-            f"{a} mean {q['mean']:.2f} median {q['median']:.2f} (n={q['n']})" for a, q in ppl.items())))
-    if rep["missing"]:
-        console.print(f"[dim]missing inputs: {len(rep['missing'])} (listed in the report)[/]")
-    if rep["skipped_plots"]:
-        console.print("[dim]plots not drawn: " + ", ".join(rep["skipped_plots"]) + "[/]")
-    console.print("wrote " + esc(", ".join(rep["files"].values())) + (f" and {len(rep['plots'])} plot(s) under "
-                  f"{Path(rep['files']['html']).parent / 'plots'}" if rep["plots"] else ""))
