@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from codistill.report.compute import CAP_WARN  # share of answers at the token cap above which an arm is flagged
+
 
 def print_judge_summary(summary: dict, console=None) -> None:
     from rich.console import Console
@@ -62,9 +64,6 @@ def print_eval_results(results: dict, console=None) -> None:
         timed = g.get("samples_timed")
         cover = f", {timed} of {g['samples']} generations timed" if timed is not None and timed < g.get("samples", 0) else ""
         console.print(f"generation: {g['new_tokens']} new tokens in {g['seconds']} s ({g['tokens_per_s']} tok/s{cover})")
-
-
-CAP_WARN = 0.05  # share of answers at the token cap above which an arm is flagged
 
 
 def _fmt(x) -> str:
