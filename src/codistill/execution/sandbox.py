@@ -399,10 +399,11 @@ def classify(raw: dict, nonce: str) -> RunResult:
     lines = raw.get("lines", [])
     res = RunResult(status="ok", lines=lines, stdout=raw.get("stdout", ""), stderr=raw.get("stderr", ""),
                     time_s=raw.get("time_s", 0.0), raw=raw)
-    res.completed = any(m.get("ev") == "done" and m.get("nonce") == nonce for m in lines)
+    decoded = [m for m in lines if "_raw" not in m]  # undecoded lines are case outputs
+    res.completed = any(m.get("ev") == "done" and m.get("nonce") == nonce for m in decoded)
     res.case_times = {i: dt for kind, i, dt in raw.get("events", []) if kind == "case"}
     res.timeout_case = raw.get("timeout_case")
-    errors = [m for m in lines if m.get("ev") == "error"]
+    errors = [m for m in decoded if m.get("ev") == "error"]
     if raw.get("sandbox_error"):
         res.status = "sandbox_error"
         res.error = {"msg": raw["sandbox_error"]}
@@ -431,6 +432,6 @@ def classify(raw: dict, nonce: str) -> RunResult:
         res.status = "error"
         res.error = {"msg": "the program ended before its tests finished (exit before tests?)",
                      "exit_code": raw.get("exit_code")}
-    if res.status == "ok" and any(m.get("ev") == "case" and m.get("etype") == "MemoryError" for m in lines):
+    if res.status == "ok" and any(m.get("ev") == "case" and m.get("etype") == "MemoryError" for m in decoded):
         res.status = "memory"
     return res
