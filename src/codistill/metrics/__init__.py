@@ -6,7 +6,8 @@ imported until one of the functions below is first used. The names are re-export
     from codistill.metrics import estimate_pass_at_k, pass_at_k_table          # passk.py
     from codistill.metrics import syntax_match, dataflow_match, pair_syntax_dataflow
     from codistill.metrics import corpus_syntax_dataflow                       # codebleu.py
-    from codistill.metrics import mcnemar_exact, paired_bootstrap_ci, wilson_interval  # stats.py
+    from codistill.metrics import mcnemar_exact, paired_bootstrap_ci, wilson_interval, holm_adjust  # stats.py
+    from codistill.metrics import summarize                                   # summary.py (pass@k over verdicts)
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ _EXPORTS = {
     "mcnemar_exact": "stats",
     "paired_bootstrap_ci": "stats",
     "wilson_interval": "stats",
+    "holm_adjust": "stats",
+    "summarize": "summary",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -38,7 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         syntax_match,
     )
     from .passk import estimate_pass_at_k, pass_at_k_table
-    from .stats import mcnemar_exact, paired_bootstrap_ci, wilson_interval
+    from .summary import summarize
+    from .stats import holm_adjust, mcnemar_exact, paired_bootstrap_ci, wilson_interval
 
 
 def __getattr__(name: str) -> Any:
