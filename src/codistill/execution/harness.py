@@ -35,7 +35,7 @@ import sys
 import traceback
 import types
 
-from codistill.execution.wire import NotPlainValue, decode, encode, maybe_digest, stream_digest
+from codistill.execution.wire import NotPlainValue, decode, encode, json_writer, maybe_digest, stream_digest
 
 _PROGRAM_MODULE = "__cd_solution__"
 
@@ -170,6 +170,7 @@ def run_call(job: dict, fd: int) -> None:
     # None: every case may be digested (all of them, or until the tolerance switch)
     digest_cases = None if allow is True or reference else set(allow or ())
     tolerant = False
+    dumps = json_writer()
     _send(fd, {"ev": "loaded"})
     for i, raw in enumerate(job["inputs"]):
         args = decode(raw)
@@ -196,7 +197,7 @@ def run_call(job: dict, fd: int) -> None:
             _send(fd, {"ev": "case", "i": i, "ok": False, **_err(e, 600)})
             continue
         # what _send writes for {"ev": "case", "i": i, "ok": True, "out": enc}, without the dict
-        _write(fd, b'{"ev": "case", "i": %d, "ok": true, "out": %s}\n' % (i, json.dumps(enc).encode()))
+        _write(fd, b'{"ev": "case", "i": %d, "ok": true, "out": %s}\n' % (i, dumps(enc).encode()))
     _send(fd, {"ev": "done", "nonce": job["nonce"]})
 
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from codistill.execution.compare import CaseComparer, child_transform, stdout_matches
 from codistill.execution.sandbox import MalformedResult, RunResult, Sandbox, SandboxConfig, case_line
-from codistill.execution.wire import DIGEST_KEY, TAG, decode, digest, has_nonfinite, holds_number, is_digest
+from codistill.execution.wire import DIGEST_KEY, TAG, decode, digest, has_nonfinite, holds_number, is_digest, json_writer
 from codistill.problems.schema import AssertTests, CallTests, Problem, StdioTests
 
 log = logging.getLogger(__name__)
@@ -118,11 +118,12 @@ class Judge:
         flags = self._flags.get(key)
         if flags is None:
             floats, nonfinite, lines = set(), set(), []
+            dumps = json_writer()
             for i, e in enumerate(expected):
                 if e is None or is_digest(e):
-                    lines.append(None if e is None else case_line(i, e))
+                    lines.append(None if e is None else case_line(i, e, dumps))
                     continue
-                line = case_line(i, e)
+                line = case_line(i, e, dumps)
                 lines.append(line)
                 # tags are JSON object keys: no string's text holds them (its quotes are escaped)
                 if b'"__t": "float"' in line or b'"__t": "complex"' in line:

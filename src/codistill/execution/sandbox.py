@@ -158,9 +158,10 @@ def _parse_lines(payload: bytes, events: list) -> list[dict]:
 _OK_PREFIX = b'{"ev": "case", "i": %d, "ok": true, "out": '  # how the harness starts a case's output line
 
 
-def case_line(i: int, enc: Any) -> bytes:
-    """The line the harness writes for case ``i`` when the output's encoding is ``enc``."""
-    return _OK_PREFIX % i + json.dumps(enc).encode() + b"}"
+def case_line(i: int, enc: Any, dumps: Callable[[Any], str] = json.dumps) -> bytes:
+    """The line the harness writes for case ``i`` when the output's encoding is ``enc``
+    (``dumps``: json.dumps or a :func:`codistill.execution.wire.json_writer`)."""
+    return _OK_PREFIX % i + dumps(enc).encode() + b"}"
 
 
 def _worker_stderr(f) -> str:

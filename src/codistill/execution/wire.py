@@ -273,6 +273,20 @@ def _dumps(x: Any) -> str:
     return json.dumps(x, separators=(",", ":"), ensure_ascii=False)
 
 
+def json_writer():
+    """A function writing what ``json.dumps(x)`` writes for an encoded value (a tree: no circular
+    check, which keeps no state between calls), without building an encoder per call (a third of
+    the time for the small values of most test cases)."""
+    import json
+    from json import encoder
+
+    if encoder.c_make_encoder is None:
+        return json.dumps
+    enc = encoder.c_make_encoder(None, json.JSONEncoder().default, encoder.encode_basestring_ascii, None,
+                                 ": ", ", ", False, False, True)
+    return lambda x: "".join(enc(x, 0))
+
+
 def holds_number(enc: Any) -> bool:
     """Whether an encoded value contains an int, bool, float or complex anywhere."""
     t = type(enc)

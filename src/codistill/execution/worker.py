@@ -127,6 +127,18 @@ def _apply_limits(lim: dict) -> None:
         setl(resource.RLIMIT_NPROC, int(lim["nproc"]))
 
 
+_OWN: tuple[int, list[str]] = (-1, [])
+
+
+def _own_modules() -> list[str]:
+    """codistill's modules in sys.modules; listed once in the worker (a child that walks
+    sys.modules writes to, and so copies, a page per module name)."""
+    global _OWN
+    if _OWN[0] != len(sys.modules):
+        _OWN = (len(sys.modules), [m for m in sys.modules if m.split(".")[0] == "codistill"])
+    return _OWN[1]
+
+
 def _child_main(job: dict, fds: dict, uid: int | None, workdir: str | None, tmpfs_mb: int) -> None:
     """Runs in the forked child. Never returns: always ends with os._exit.
 
@@ -164,7 +176,7 @@ def _child_main(job: dict, fds: dict, uid: int | None, workdir: str | None, tmpf
         sys.stderr = open(2, "w", closefd=False)
         from codistill.execution import harness
 
-        for name in [m for m in sys.modules if m.split(".")[0] == "codistill"]:
+        for name in _own_modules():
             del sys.modules[name]  # the program gets no handle on codistill by import (its files are not in view)
         os.write(4, b"OK")
         os.close(4)
@@ -279,6 +291,7 @@ def run_one(job: dict, uid: int | None, workdir: str | None, tmpfs_mb: int, pid_
     except OSError:
         pass
     sfd, fds["setup"] = os.pipe()
+    _own_modules()
     t0 = time.monotonic()
     pid = os.fork()
     if pid == 0:
