@@ -41,8 +41,14 @@ _DEV_NODES = ("null", "zero", "full", "random", "urandom")
 _OS_DIRS = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
+_LIBC = None
+
+
 def _libc():
-    return ctypes.CDLL(None, use_errno=True)
+    global _LIBC
+    if _LIBC is None:  # once per worker: a child then only calls it
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:

@@ -408,6 +408,8 @@ def main() -> None:
             pass
     from codistill.execution import harness  # noqa: F401  (warm for the children)
 
+    libc = fsview._libc()
+    libc.mount, libc.unshare  # noqa: B018 - looked up once here, not in every child
     view = fsview.plan(list(cfg.get("packages", [])), list(cfg.get("expose", [])))
     info = isolate(cfg)
     info["pid_ns"] = _become_pid_namespace_init()
