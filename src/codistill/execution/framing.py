@@ -13,13 +13,14 @@ import re
 
 # A result line as the harness writes it: json.dumps of a dict whose first keys are ev (and i).
 _EVENT = re.compile(rb'\{"ev": "(loaded|case|done|error)"(?:, "i": (\d{1,9}))?[,}]')
+_KINDS = {k.encode(): k for k in ("loaded", "case", "done", "error")}
 
 
 class Reader:
     """Frames, timestamps and checks the child's result lines as they arrive."""
 
     def __init__(self, job: dict, t0: float):
-        self.limits = job.get("case_limits") or None
+        self.limits = [float(t) for t in job.get("case_limits") or ()] or None
         self.max_line = int(job.get("max_line_bytes", 16 << 20))
         self.max_total = int(job.get("max_result_bytes", 64 << 20))
         self.buf = bytearray()
@@ -43,42 +44,45 @@ class Reader:
         if len(self.buf) > self.max_total:
             return self._stop("output_limit", what=f"result data over {self.max_total} bytes")
         while self.reason is None and (nl := self.buf.find(b"\n", self.scan_from)) >= 0:
-            line = bytes(self.buf[self.line_start:nl])
-            self.line_start = self.scan_from = nl + 1
-            self._line(line, now)
+            start, self.line_start = self.line_start, nl + 1
+            self.scan_from = nl + 1
+            self._line(start, nl, now)
         if self.reason is None:
             self.scan_from = len(self.buf)
             if len(self.buf) - self.line_start > self.max_line:
                 self._stop("output_limit", what=f"a result line over {self.max_line} bytes")
 
-    def _line(self, line: bytes, now: float) -> None:
-        if len(line) > self.max_line:
+    def _line(self, start: int, end: int, now: float) -> None:
+        """The line ``buf[start:end]`` (no pattern element matches a newline: a match ends in it)."""
+        if end - start > self.max_line:
             return self._stop("output_limit", what=f"a result line over {self.max_line} bytes")
-        m = _EVENT.match(line)
+        m = _EVENT.match(self.buf, start)
         if m is None:
             return self._stop("protocol", what="a line the harness does not write")
-        kind, i = m.group(1).decode(), (int(m.group(2)) if m.group(2) else None)
+        kind, i = m.groups()
+        kind, i = _KINDS[kind], (int(i) if i is not None else None)
         dt = now - self.last
-        if kind == "loaded":
-            if self.phase != "start":
-                return self._stop("protocol", what="a second 'loaded' line")
-            self.phase = "cases"
-        elif kind == "case":
+        if kind == "case":
             if self.phase != "cases" or i != self.next_case:
                 return self._stop("protocol", what=f"case {i} out of order (expected {self.next_case})")
-            if self.limits and i < len(self.limits) and dt > float(self.limits[i]):
+            if self.limits and i < len(self.limits) and dt > self.limits[i]:
                 return self._stop("timeout", timeout_case=i, case_time=round(dt, 4))
             self.next_case += 1
-        else:  # done | error
-            if self.phase == "end":
-                return self._stop("protocol", what=f"a '{kind}' line after the end")
-            self.phase = "end"
+        else:
+            if kind == "loaded":
+                if self.phase != "start":
+                    return self._stop("protocol", what="a second 'loaded' line")
+                self.phase = "cases"
+            else:  # done | error
+                if self.phase == "end":
+                    return self._stop("protocol", what=f"a '{kind}' line after the end")
+                self.phase = "end"
         self.events.append([kind, i, round(dt, 6)])
         self.last = now
         self.accepted_end = self.line_start
         self.case_deadline = None
         if self.limits and self.phase == "cases" and self.next_case < len(self.limits):
-            self.case_deadline = now + float(self.limits[self.next_case])
+            self.case_deadline = now + self.limits[self.next_case]
 
     def payload(self) -> bytes:
         return bytes(self.buf[:self.accepted_end])
