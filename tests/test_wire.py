@@ -186,6 +186,20 @@ def test_number_lists_digest_as_doubles_exactly_as_equality():
     assert d([]) == d([]) != d(())
 
 
+def test_long_strings_digest_as_their_utf8():
+    """Strings over 1,024 characters are hashed as UTF-8 (wire._s256), streamed or not, alone, in
+    lists, as dict keys and set items; equal digests exactly when the strings are equal."""
+    from codistill.execution.wire import stream_digest
+
+    long = "0 1 2 " * 400
+    values = [long, [long, "x"], (long,), {long: [long, 1]}, {long, "t"}, ["\ud800" * 1100], ["é" * 1024, "é" * 1025]]
+    for v in values:
+        assert stream_digest(v)["__digest"] == digest(encode(v)), type(v)
+    assert stream_digest(long)["__digest"] != stream_digest(long + " ")["__digest"]
+    assert stream_digest([long, "b"])["__digest"] != stream_digest([long, "c"])["__digest"]
+    assert stream_digest({long: 1, "a": 2})["__digest"] == stream_digest({"a": 2, long: 1})["__digest"]
+
+
 def test_digest_cases_follow_evalplus_tolerance_switch():
     """A float expected value turns EvalPlus's tolerance on for the rest of the suite; after it only
     number-free values may be digested (numbers then compare with np.allclose, not ==)."""

@@ -31,8 +31,8 @@ from codistill.execution.wire import DIGEST_KEY, TAG, decode, digest, has_nonfin
 from codistill.problems.schema import AssertTests, CallTests, Problem, StdioTests
 
 log = logging.getLogger(__name__)
-GT_FORMAT_VERSION = 5  # 3: case times measured by the worker; 4: finite floats digested where EvalPlus compares
-# exactly; 5: lists of numbers digested as doubles (wire._f64)
+GT_FORMAT_VERSION = 6  # 3: case times measured by the worker; 4: finite floats digested where EvalPlus compares
+# exactly; 5: lists of numbers digested as doubles (wire._f64); 6: long strings digested as UTF-8 (wire._s256)
 EXCERPT = 300
 
 

@@ -191,13 +191,16 @@ def _canon(x: Any) -> Any:
     bool -> int (``True == 1``), integral float -> int (``2.0 == 2``, ``-0.0 == 0``), frozenset
     -> set (``{1} == frozenset({1})``), set elements and dict items sorted (order-insensitive
     equality). Other finite floats keep their shortest repr, which is unique per value, so equal
-    text <=> equal floats. A non-empty list (or tuple) of numbers that doubles hold exactly is
+    text <=> equal floats. A string over 1,024 characters is ``{"__t": "s256", "v": sha256 of its
+    UTF-8}`` (no JSON escaping of megabytes of text). A non-empty list (or tuple) of numbers that doubles hold exactly is
     ``{"__t": "f64", "v": sha256 of the doubles}`` instead (see :func:`_f64`). Digests stand for
     *exact* comparison only: the judge allows them only for cases EvalPlus compares with ``==``
     (see ``judge.digest_cases``).
     """
     if type(x) is bool:
         return int(x)
+    if type(x) is str and len(x) > _LONG_STR:
+        return _s256(x)
     if type(x) is float and x.is_integer():
         return int(x)  # 2.0 == 2; non-integral floats never equal an int
     if isinstance(x, list):
@@ -214,6 +217,13 @@ def _canon(x: Any) -> Any:
             return {TAG: "tuple", "v": _canon_list(v)}
         return x
     return x
+
+
+_LONG_STR = 1024
+
+
+def _s256(x: str) -> dict:
+    return {TAG: "s256", "v": hashlib.sha256(x.encode("utf-8", "surrogatepass")).hexdigest()}
 
 
 def _canon_list(x: list) -> Any:
@@ -421,7 +431,9 @@ def _flat_text(x: list, types: set) -> str | None:
     without strings; with strings, integral floats take the slow path).
     """
     if types <= {str}:
-        return _dumps(x)
+        return None if x and max(map(len, x)) > _LONG_STR else _dumps(x)  # long strings: hashed one by one
+    if str in types and max(len(v) for v in x if type(v) is str) > _LONG_STR:
+        return None
     if int in types:
         if str in types:
             if any(v.bit_length() > 10_000 for v in x if type(v) is int):
@@ -463,7 +475,7 @@ def _stream(x: Any, emit, depth: int) -> None:
     elif t is int:
         emit(_dumps(encode(x)))  # small ints as digits, huge ones in their tagged hex form
     elif t is str:
-        emit(_dumps(x))
+        emit(_dumps(_s256(x) if len(x) > _LONG_STR else x))
     elif t is float:
         if not math.isfinite(x):
             raise _NotDigestible
