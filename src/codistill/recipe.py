@@ -444,10 +444,7 @@ class _Runner:
         folder = self.run / "teach"
         base, serve = _teach_dict(r, self.run)
         cfg = TeachConfig.model_validate(base)
-        keyed = cfg.model_dump(exclude={"out_dir", "dataset", "cache_dir", "progress_every"})
-        keyed["teacher"] = {k: v for k, v in keyed["teacher"].items()
-                            if k not in ("base_url", "concurrency", "timeout_s", "max_retries", "api_key_env")}
-        key = _hash(["teach", keyed, data_hash])
+        key = _hash(["teach", cfg.key(), data_hash])
 
         def go():
             if not serve:
@@ -477,12 +474,7 @@ class _Runner:
         folder = self.run / "arms" / arm / "train"
         cfg = TrainConfig.model_validate(_train_dict(self.recipe, self.recipe.arms[arm], folder,
                                                      str(self.run / "teach" / "train.jsonl")))
-        # settings that change speed or memory but not the update are outside the key
-        keyed = cfg.model_dump(mode="json", exclude={"output_dir", "resume", "stop_at_step", "num_threads",
-                                                     "gradient_checkpointing", "save_every", "keep_checkpoints"})
-        keyed["logging"] = None
-        keyed["data"]["train_file"] = None
-        key = _hash(["train", keyed, teach_hash])
+        key = _hash(["train", cfg.key(), teach_hash])  # settings that change the update (TrainConfig.key)
 
         def go():
             s = train(cfg)

@@ -49,7 +49,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -133,6 +133,17 @@ class TeachConfig(BaseModel):
 
             check_benchmark_name(name)
         return name
+
+    # where files go and how the teacher is reached: not what it is asked
+    LOCATION_FIELDS: ClassVar[set[str]] = {"out_dir", "dataset", "cache_dir", "progress_every"}
+    TRANSPORT_FIELDS: ClassVar[set[str]] = {"base_url", "concurrency", "timeout_s", "max_retries", "api_key_env"}
+
+    def key(self) -> dict:
+        """The stage's identity: what the teacher is asked and how answers are kept (the dataset
+        enters a recipe's key through its content hash)."""
+        d = self.model_dump(exclude=self.LOCATION_FIELDS)
+        d["teacher"] = {k: v for k, v in d["teacher"].items() if k not in self.TRANSPORT_FIELDS}
+        return d
 
     @model_validator(mode="after")
     def _one_source(self) -> "TeachConfig":

@@ -158,6 +158,14 @@ class TrainConfig(_Strict):
         """JSON-ready dict of every field (what is saved beside checkpoints and adapters)."""
         return self.model_dump(mode="json")
 
+    def key(self) -> dict:
+        """The stage's identity: every setting that changes the update. The fields in
+        ``RESUME_FREE_FIELDS`` (saving, logging, threads, resume/stop) are out, and so is the
+        training file's path (a recipe keys the file by its content hash)."""
+        d = self.model_dump(mode="json", exclude=RESUME_FREE_FIELDS)
+        d["data"]["train_file"] = None
+        return d
+
 
 # fields that may change between a run and its resumption without breaking equivalence
 RESUME_FREE_FIELDS = {"resume", "stop_at_step", "logging", "save_every", "keep_checkpoints", "eval_every", "num_threads",
