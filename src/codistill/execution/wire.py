@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import re
 import sys
 from array import array
 from typing import Any
@@ -390,7 +389,6 @@ def _canon_text(x: Any, depth: int) -> str:
     return "".join(parts)
 
 
-_EXP_FLOAT = re.compile(r"(?<=[\[,])-?\d+(?:\.\d+)?e\+\d+(?=[,\]])")  # 1e+16 -> 10000000000000000
 
 
 _PLAIN_TYPES = {type(None), bool, int, float, str, list, tuple, dict, set, frozenset, complex}
@@ -421,46 +419,19 @@ _FLAT_TYPES = {str, int, float}
 
 
 def _flat_text(x: list, types: set) -> str | None:
-    """``_dumps(_canon(encode(x)))`` for a flat list of strings, ints and floats, written by json's
-    C encoder in one call; None if ``x`` is not such a list (or its text needs the slow path).
-    Raises :class:`_NotDigestible` for NaN/inf.
-
-    Floats are written by ``float.__repr__``: finite non-integral ones exactly as their canonical
-    form; integral ones as ``"<digits>.0"`` (below 1e16) or with an exponent (from 1e16 on), which
-    regexes turn into the int ``_canon`` writes -- only where no string can hold such text (lists
-    without strings; with strings, integral floats take the slow path).
-    """
+    """``_dumps(_canon(encode(x)))`` in one call of json's C encoder, for a flat list of strings
+    (none over 1,024 characters), ints under 10,000 bits and non-integral finite floats (whose
+    repr is their canonical text); None for anything else (streamed item by item)."""
     if types <= {str}:
-        return None if x and max(map(len, x)) > _LONG_STR else _dumps(x)  # long strings: hashed one by one
-    if str in types and max(len(v) for v in x if type(v) is str) > _LONG_STR:
-        return None
-    if int in types:
-        if str in types:
-            if any(v.bit_length() > 10_000 for v in x if type(v) is int):
-                return None
-        elif not max(map(abs, x)) < _INT_LIMIT:
+        return None if x and max(map(len, x)) > _LONG_STR else _dumps(x)
+    if types == {int}:  # ints a double cannot hold (else _f64 took them)
+        return _dumps(x) if max(map(abs, x)) < _INT_LIMIT else None
+    for v in x:  # a mix: rare, checked item by item
+        t = type(v)
+        if (t is str and len(v) > _LONG_STR) or (t is int and v.bit_length() > 10_000) or \
+                (t is float and not (math.isfinite(v) and not v.is_integer())):
             return None
-    text = _dumps(x)
-    if float not in types:
-        return text
-    if str in types:  # the text of a float cannot be told from a string's: check the floats themselves
-        for v in x:
-            if type(v) is float and not (math.isfinite(v) and not v.is_integer()):
-                if not math.isfinite(v):
-                    raise _NotDigestible
-                return None
-        return text
-    if "Infinity" in text or "NaN" in text:
-        raise _NotDigestible
-    if "e+" in text:  # integral floats from 1e16 on: the digits of the int they equal
-        text = _EXP_FLOAT.sub(lambda m: str(int(float(m.group()))), text)
-    if ".0," in text or ".0]" in text:
-        # In a list of numbers only the repr of an integral float ends in ".0", and "-0" then
-        # only stands for -0.0 (repr's exponents have two digits): plain replaces, at C speed.
-        text = text.replace(".0,", ",").replace(".0]", "]")
-        if "-0," in text or "-0]" in text:
-            text = text.replace("-0,", "0,").replace("-0]", "0]")
-    return text
+    return _dumps(x)
 
 
 def _stream(x: Any, emit, depth: int) -> None:
