@@ -109,7 +109,7 @@ class Judge:
         self._own = sandbox is None
         self.sandbox = sandbox or Sandbox(self.config.sandbox)
         self._gt: dict[tuple[str, str], dict] = {}
-        self._flags: dict[tuple[str, str], tuple[set[int], set[int]]] = {}
+        self._flags: dict[tuple[str, str], tuple[set[int], set[int], list]] = {}
 
     def _expected_flags(self, key: tuple[str, str], expected: list) -> tuple[set[int], set[int], list]:
         """Per suite, once: cases whose expected value is_floats (EvalPlus's atol rule), cases
