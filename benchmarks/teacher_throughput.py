@@ -45,7 +45,7 @@ def _slots(url: str) -> int:
 
 def main() -> dict:
     logging.basicConfig(level=logging.WARNING)
-    from codistill.teacher.server import is_healthy, start_server
+    from codistill.serving import is_healthy, start_server
     from codistill.teacher.teach import TeachConfig, teach
 
     server = None

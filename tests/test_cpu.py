@@ -135,7 +135,7 @@ def test_physical_cores_from_sysfs(tmp_path):
 
 def test_callers_use_the_helper(monkeypatch):
     """The teacher/student llama.cpp servers take their default from codistill.cpu."""
-    from codistill.teacher import server
+    from codistill import serving as server
 
     monkeypatch.setenv(cpu.ENV_VAR, "3")
     assert server.default_threads() == 3

@@ -455,7 +455,7 @@ def test_leakage_code_spans_and_summary():
 
 
 def test_server_refuses_remote_and_picks_threads():
-    from codistill.teacher.server import _check_host, default_threads
+    from codistill.serving import _check_host, default_threads
 
     with pytest.raises(ValueError, match="no API key"):
         _check_host("0.0.0.0", allow_remote=False)
@@ -468,7 +468,7 @@ def test_server_refuses_remote_and_picks_threads():
 def test_real_xllamacpp_server_parallel_slots():
     pytest.importorskip("xllamacpp")
     from codistill.backends import SamplingParams, make_generator
-    from codistill.teacher.server import start_server
+    from codistill.serving import start_server
 
     try:
         srv = start_server(n_parallel=2, ctx=512, threads=1)

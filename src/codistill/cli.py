@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 DELEGATED = {
     "data": ("codistill.data.prepare", "verified, decontaminated training set (token budget, sandbox check, augmentation)"),
     "teach": ("codistill.teacher.teach", "teacher bridging contexts: explain / solve / hierarchical"),
-    "serve-teacher": ("codistill.teacher.server", "serve the packaged teacher GGUF on loopback (OpenAI-compatible)"),
+    "serve-teacher": ("codistill.serving", "serve the packaged teacher GGUF on loopback (OpenAI-compatible)"),
 }
 
 

@@ -450,7 +450,7 @@ class _Runner:
             if not serve:
                 m = teach(cfg)
             else:
-                from codistill.teacher.server import start_server
+                from codistill.serving import start_server
 
                 self.console.print(f"starting the local teacher ({r.serve.model}, {r.serve.n_parallel} slots)")
                 with start_server(r.serve.model, n_parallel=r.serve.n_parallel, ctx=r.serve.ctx,

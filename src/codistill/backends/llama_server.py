@@ -47,7 +47,7 @@ class LlamaServerGenerator(OpenAIGenerator):
     def __init__(self, model: str, adapter: str | None = None, n_parallel: int = 8, ctx: int = 2048,
                  threads: int | None = None, prompt_mode: str = "auto", system_prompt: str | None = None,
                  timeout: float = 1800.0, quiet: bool = True, **_ignored):
-        from codistill.teacher.server import start_server
+        from codistill.serving import start_server
 
         gguf = model_gguf(model)
         lora = []

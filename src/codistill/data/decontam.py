@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from codistill.teacher.leakage import code_tokens
+from codistill.problems.tokens import code_tokens
 
 __all__ = ["DecontamConfig", "EvalIndex", "Match", "statement_text", "word_ngrams", "code_ngrams"]
 

@@ -1,5 +1,5 @@
 """Teacher contexts: prompt templates, answer parsing/validation, leakage scores, the ``teach``
-stage and a local llama.cpp teacher server.
+stage (the llama.cpp server that serves the local teacher is :mod:`codistill.serving`).
 
 Importing this package is cheap (no torch, no llama.cpp); heavy pieces load when used.
 

@@ -25,24 +25,21 @@ count in proportion to how much of the solution they spell out.
 from __future__ import annotations
 
 import ast
-import io
 import re
-import tokenize
 import warnings
 
 __all__ = ["LEAKAGE_VERSION", "code_spans", "code_tokens", "leakage", "leakage_score", "summarize"]
+
+from codistill.problems.tokens import _FALLBACK_TOKEN, code_tokens  # noqa: E402,F401 - re-exported
 
 LEAKAGE_VERSION = 1  # part of teach's resume key: a changed score re-checks finished records (from cache)
 
 _FENCE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.S)
 _INLINE = re.compile(r"`([^`\n]+)`")
-_FALLBACK_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)?|\*\*|//|==|!=|<=|>=|[^\sA-Za-z0-9_]")
 _STRUCTURE = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.For, ast.While, ast.If, ast.With,
               ast.FunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom, ast.Call, ast.Subscript,
               ast.BinOp, ast.Compare, ast.Lambda, ast.ListComp, ast.DictComp, ast.SetComp,
               ast.GeneratorExp, ast.Yield, ast.Raise, ast.Try, ast.Attribute)
-_SKIP = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
-         tokenize.ENDMARKER, tokenize.ENCODING}
 
 
 def _looks_like_code(line: str) -> bool:
@@ -84,27 +81,6 @@ def code_spans(text: str) -> list[str]:
     if run:
         spans.append("\n".join(run))
     return spans
-
-
-def _line_tokens(line: str) -> list[str]:
-    try:
-        return [t.string for t in tokenize.generate_tokens(io.StringIO(line.strip() + "\n").readline)
-                if t.type not in _SKIP and t.string.strip()]
-    except (tokenize.TokenError, IndentationError, SyntaxError, ValueError):
-        return _FALLBACK_TOKEN.findall(line)
-
-
-def code_tokens(code: str) -> list[str]:
-    """Python tokens of ``code`` without comments/layout. Fragments that do not tokenize as a whole
-    (bad indentation, an unclosed bracket) are tokenized line by line."""
-    out: list[str] = []
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
-            if tok.type not in _SKIP and tok.string.strip():
-                out.append(tok.string)
-        return out
-    except (tokenize.TokenError, IndentationError, SyntaxError, ValueError):
-        return [t for line in code.splitlines() for t in _line_tokens(line)]
 
 
 def _ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:

@@ -1,4 +1,7 @@
-"""Serve the packaged teacher over an OpenAI-compatible HTTP API on loopback (llama.cpp).
+"""Serve a GGUF model over an OpenAI-compatible HTTP API on loopback (llama.cpp): the packaged
+teacher for the teach stage, and students for ``eval --backend llama-server``
+(:mod:`codistill.backends.llama_server`). A module of its own so that backends do not import the
+teacher stage.
 
 ``codistill serve-teacher`` -> :func:`serve`. Two engines:
 
@@ -95,9 +98,9 @@ def wait_healthy(base_url: str, timeout: float = 300.0, proc: subprocess.Popen |
         if is_healthy(base_url):
             return
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"teacher server exited with code {proc.returncode} before it was ready")
+            raise RuntimeError(f"llama.cpp server exited with code {proc.returncode} before it was ready")
         time.sleep(0.5)
-    raise TimeoutError(f"teacher server at {base_url} not healthy after {timeout:.0f} s")
+    raise TimeoutError(f"llama.cpp server at {base_url} not healthy after {timeout:.0f} s")
 
 
 def _model_path(model: str) -> Path:
@@ -243,7 +246,7 @@ def serve(model: str = "qwen2.5-coder-1.5b", host: str = "127.0.0.1", port: int 
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m codistill.teacher.server", description=serve.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m codistill.serving", description=serve.__doc__)
     ap.add_argument("--model", default="qwen2.5-coder-1.5b", help="packaged name or .gguf path")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=DEFAULT_PORT)
