@@ -51,6 +51,22 @@ def _packaged_template(name: str) -> str | None:
     return None
 
 
+def section_problems(sections: list[str], name: str) -> list[str]:
+    """What is wrong with an answer layout (empty when nothing): each section holds exactly one of
+    {context}, {code}, {tests}, once; exactly one holds {code}; no field in two sections."""
+    problems, fields = [], []
+    for s in sections:
+        used = [f for f in SECTION_FIELDS if "{" + f + "}" in s]
+        if len(used) != 1 or s.count("{" + used[0] + "}") != 1:
+            problems.append(f"section {s!r} must contain exactly one of {{context}}, {{code}}, {{tests}} once")
+        fields += used
+    if fields.count("code") != 1:
+        problems.append(f"{name} must contain exactly one section with {{code}}")
+    if len(set(fields)) != len(fields):
+        problems.append("each of {context}, {code}, {tests} may appear in one section only")
+    return problems
+
+
 class StudentFormat(BaseModel):
     """How a student is prompted and how its answers are laid out (see module docstring)."""
 
@@ -87,16 +103,7 @@ class StudentFormat(BaseModel):
 
     @model_validator(mode="after")
     def _check_sections(self) -> StudentFormat:
-        problems, fields = [], []
-        for s in self.sections:
-            used = [f for f in SECTION_FIELDS if "{" + f + "}" in s]
-            if len(used) != 1 or s.count("{" + used[0] + "}") != 1:
-                problems.append(f"section {s!r} must contain exactly one of {{context}}, {{code}}, {{tests}} once")
-            fields += used
-        if fields.count("code") != 1:
-            problems.append("sections must contain exactly one section with {code}")
-        if len(set(fields)) != len(fields):
-            problems.append("each of {context}, {code}, {tests} may appear in one section only")
+        problems = section_problems(self.sections, "sections")
         if problems:
             raise ValueError("; ".join(problems))
         return self

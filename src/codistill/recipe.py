@@ -506,21 +506,20 @@ class _Runner:
         dcfg = DataConfig.model_validate(_train_dict(r, ArmSpec(), Path("x"), str(train_file))["data"])
         tok = AutoTokenizer.from_pretrained(str(resolve_model(_student(r))))
         rec = format_record(load_records(train_file), tok, dcfg)
+        from codistill.evaluation.config import EvalConfig
+
+        st = rec["generation_tokens"]
         problems = []
         for arm in uses:
-            ecfg = _eval_dict(r, r.arms[arm], None, "format")
-            margin = int(ecfg.get("budget_margin", 32))
-            need = required_budget(rec["generation_tokens"], margin)
-            have = int(ecfg.get("max_new_tokens", 512))
-            if need is not None and have < need and not ecfg.get("allow_short_budget"):
-                problems.append(f"{arm}: max_new_tokens={have} < {need}")
+            ecfg = EvalConfig.model_validate(_eval_dict(r, r.arms[arm], None, "format"))
+            need = required_budget(st, ecfg.budget_margin)
+            if need is not None and ecfg.max_new_tokens < need and not ecfg.allow_short_budget:
+                problems.append(f"{arm}: max_new_tokens={ecfg.max_new_tokens} < {need} (margin {ecfg.budget_margin})")
         if problems:
-            st = rec["generation_tokens"]
             raise ProtocolError(
                 f"the eval budget is shorter than what the students are trained to write in format "
                 f"{rec['format']['name']!r}: 99th percentile of the training targets (up to where generation may "
-                f"stop) = {st['p99']} tokens (median {st['p50']}, max {st['max']}), + margin = "
-                f"{required_budget(st, int(r.eval.get('budget_margin', 32)))}; {'; '.join(problems)}. Raise "
+                f"stop) = {st['p99']} tokens (median {st['p50']}, max {st['max']}); {'; '.join(problems)}. Raise "
                 "eval.max_new_tokens (--set eval.max_new_tokens=N), or set eval.allow_short_budget: true to judge "
                 "with the short budget on purpose (recorded)")
         return rec

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from codistill.training.curriculum import StructureLossConfig
 
-from codistill.formats import DEFAULT_SECTIONS, SECTION_FIELDS  # noqa: E402 - the format owns the layout
+from codistill.formats import DEFAULT_SECTIONS, SECTION_FIELDS, section_problems  # noqa: E402,F401 - the format owns the layout
 # Llama / Qwen2 / Mistral / Gemma names of the attention and MLP projections
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DIFFICULTY_BUCKETS = ("easy", "medium", "hard", "unknown")
@@ -55,17 +55,7 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_sections(self) -> "DataConfig":
-        problems = []
-        fields = []
-        for s in self.target_sections:
-            used = [f for f in SECTION_FIELDS if "{" + f + "}" in s]
-            if len(used) != 1 or s.count("{" + used[0] + "}") != 1:
-                problems.append(f"section {s!r} must contain exactly one of {{context}}, {{code}}, {{tests}} once")
-            fields += used
-        if fields.count("code") != 1:
-            problems.append("target_sections must contain exactly one section with {code}")
-        if len(set(fields)) != len(fields):
-            problems.append("each of {context}, {code}, {tests} may appear in one section only")
+        problems = section_problems(self.target_sections, "target_sections")
         bad = [k for k in self.difficulty_weights if k not in DIFFICULTY_BUCKETS]
         bad += [v for v in self.difficulty_map.values() if v not in DIFFICULTY_BUCKETS]
         if bad:
