@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from codistill.training.curriculum import StructureLossConfig
 
-from codistill.formats import DEFAULT_SECTIONS, SECTION_FIELDS, section_problems  # noqa: E402,F401 - the format owns the layout
+from codistill.formats import DEFAULT_SECTIONS, section_problems  # noqa: E402 - the format owns the layout
 # Llama / Qwen2 / Mistral / Gemma names of the attention and MLP projections
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DIFFICULTY_BUCKETS = ("easy", "medium", "hard", "unknown")
