@@ -11,7 +11,7 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
-from codistill.evaluation.config import BENCHMARK_ALIASES, EVAL_LABELS, EvalConfig  # noqa: F401
+from codistill.evaluation.config import EVAL_LABELS, EvalConfig
 from codistill.evaluation.generate import LOGGER
 from codistill.problems.schema import Problem
 from codistill.store import write_jsonl
@@ -19,9 +19,9 @@ from codistill.store import write_jsonl
 CAP_SLACK = 2  # a completion re-tokenised may count a token or two off what the model generated
 
 
-def judge_all(cfg: EvalConfig, benches: dict[str, list[Problem]], units_by_task, have: dict[str, list[dict]],
+def judge_all(cfg: EvalConfig, benches: dict[str, list[Problem]], key_of, have: dict[str, list[dict]],
               protocol, out: Path, progress: bool) -> tuple[dict, list[dict]]:
-    """(benchmark name → summary, task rows). ``units_by_task(problem) -> gen_key``."""
+    """(benchmark name → summary, task rows). ``key_of(problem)``: the key of its answers in ``have``."""
     from codistill.evaluation.extract import build_program
     from codistill.execution.judge import Judge, JudgeConfig
     from codistill.execution.sandbox import SandboxConfig
@@ -38,7 +38,7 @@ def judge_all(cfg: EvalConfig, benches: dict[str, list[Problem]], units_by_task,
             bdir = out / name.replace(":", "_")
             samples = []
             for p in problems:
-                for rec in sorted(have[units_by_task(p)], key=lambda r: r["sample_index"])[:cfg.n_samples]:
+                for rec in sorted(have[key_of(p)], key=lambda r: r["sample_index"])[:cfg.n_samples]:
                     raw = rec["completion_raw"]
                     n_tok = rec.get("n_tokens")
                     samples.append({"task_id": p.id, "solution": build_program(raw, p.code_prefix, p.entry_point, mode),
