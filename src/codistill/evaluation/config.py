@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 DEFAULT_BENCHMARKS = ["humaneval", "humaneval+", "mbpp", "mbpp+"]
 # The paper evaluates MBPP on its test split (task ids 11-510).
@@ -55,7 +55,18 @@ class EvalConfig(BaseModel):
                                      "targets' length (recorded in results.json)")
 
     strategy: str = Field("direct", description="inference strategy (codistill.evaluation.strategies): direct = "
-                          "one model answers each prompt")
+                          "one model answers each prompt; reasoner-coder = a Reasoner writes plans, the model "
+                          "(the Coder) writes code from statement + plan")
+    # -- reasoner-coder (ignored by direct) --------------------------------------------------
+    reasoner: str | None = Field(None, description="reasoner-coder: the Reasoner, MODEL[+ADAPTER] (packaged short "
+                                 "name, HF folder or GGUF; +ADAPTER a codistill-trained LoRA folder, prompted in "
+                                 "its training format and stopped before its code)")
+    reasoner_backend: str | None = Field(None, description="reasoner-coder: the Reasoner's backend (default: backend)")
+    plans: int = Field(1, ge=1, description="reasoner-coder: plans per task (M); n_samples = plans x codes_per_plan")
+    codes_per_plan: int = Field(1, ge=1, description="reasoner-coder: codes the Coder writes per plan (T)")
+    reasoner_temperature: float | None = Field(None, ge=0, description="reasoner-coder: the Reasoner's temperature "
+                                               "(default: temperature)")
+    reasoner_max_new_tokens: int = Field(768, ge=1, description="reasoner-coder: tokens a plan may take")
 
     @field_validator("strategy")
     @classmethod
@@ -67,14 +78,22 @@ class EvalConfig(BaseModel):
     # -- identity ----------------------------------------------------------------------------
     # Settings that change what is generated: a resumed eval with other values would mix answers
     # (the run directory refuses it), and they are in a recipe's eval key.
-    GENERATION_FIELDS: ClassVar[tuple[str, ...]] = ("model", "adapter", "backend", "temperature", "top_p", "max_new_tokens", "prompt_mode",
-                         "seed", "dtype", "format", "template_dir", "strategy")
+    GENERATION_FIELDS: ClassVar[tuple[str, ...]] = (
+        "model", "adapter", "backend", "temperature", "top_p", "max_new_tokens", "prompt_mode", "seed", "dtype",
+        "format", "template_dir", "strategy", "reasoner", "reasoner_backend", "plans", "codes_per_plan",
+        "reasoner_temperature", "reasoner_max_new_tokens")
     # Settings that change only speed or where files are: outside every key.
     SPEED_FIELDS: ClassVar[tuple[str, ...]] = ("workers", "batch_size", "data_dir", "backend_options")
 
+    # Added after runs were made: in the key only when not at their default, so that a run made
+    # before they existed keeps its identity (and is not judged again).
+    LATER_FIELDS: ClassVar[dict] = {"reasoner": None, "reasoner_backend": None, "plans": 1, "codes_per_plan": 1,
+                                    "reasoner_temperature": None, "reasoner_max_new_tokens": 768}
+
     def key(self) -> dict:
         """The stage's identity for a recipe (the adapter enters through its content hash)."""
-        return self.model_dump(exclude={"adapter", *self.SPEED_FIELDS})
+        d = self.model_dump(exclude={"adapter", *self.SPEED_FIELDS})
+        return {k: v for k, v in d.items() if k not in self.LATER_FIELDS or v != self.LATER_FIELDS[k]}
 
     def compat_key(self) -> dict:
         """:meth:`key` without what a resumed eval can add to (benchmarks, limit): same generations."""
@@ -82,8 +101,32 @@ class EvalConfig(BaseModel):
 
     def changed_generation_settings(self, old: dict) -> list[str]:
         """Names of generation settings that differ from an earlier run's config.json."""
-        defaults = {"backend": "hf", "dtype": "float32", "strategy": "direct"}
+        defaults = {"backend": "hf", "dtype": "float32", "strategy": "direct", **self.LATER_FIELDS}
         return [k for k in self.GENERATION_FIELDS if old.get(k, defaults.get(k)) != getattr(self, k)]
+
+    @model_validator(mode="after")
+    def _pipeline_settings(self) -> "EvalConfig":
+        """reasoner-coder needs a Reasoner and draws plans x codes_per_plan programs per task;
+        direct takes none of the pipeline's settings (a forgotten --strategy is not silently ignored)."""
+        if self.strategy != "reasoner-coder":
+            given = [f for f in ("reasoner", "reasoner_backend", "plans", "codes_per_plan", "reasoner_temperature")
+                     if getattr(self, f) != self.LATER_FIELDS[f]]
+            if given:
+                raise ValueError(f"{', '.join(given)} set but strategy is {self.strategy!r}: these settings are for "
+                                 "strategy 'reasoner-coder' (--strategy reasoner-coder)")
+            return self
+        if not self.reasoner:
+            raise ValueError("strategy 'reasoner-coder' needs a Reasoner: reasoner MODEL[+ADAPTER] (--reasoner)")
+        total = self.plans * self.codes_per_plan
+        if "n_samples" in self.model_fields_set and self.n_samples != total:
+            raise ValueError(f"n_samples={self.n_samples} but plans x codes_per_plan = {self.plans} x "
+                             f"{self.codes_per_plan} = {total}: leave n_samples out (it follows) or make them agree")
+        object.__setattr__(self, "n_samples", total)
+        return self
+
+    def reasoner_spec(self) -> tuple[str, str | None]:
+        """(model, adapter) of the Reasoner (``MODEL[+ADAPTER]``)."""
+        return split_model_spec(self.reasoner or "")
 
     @field_validator("format")
     @classmethod
@@ -142,6 +185,15 @@ class EvalConfig(BaseModel):
         if v and v not in PACKAGED_TEMPLATE_SETS and not Path(v).is_dir():
             raise ValueError(f"neither a folder nor a packaged template set ({', '.join(PACKAGED_TEMPLATE_SETS)})")
         return v
+
+
+def split_model_spec(spec: str) -> tuple[str, str | None]:
+    """``MODEL[+ADAPTER]`` → (model, adapter or None); the split is at the last ``+`` whose right
+    side is an existing folder, so a model name holding ``+`` stays whole."""
+    head, sep, tail = spec.rpartition("+")
+    if sep and head and Path(tail).expanduser().is_dir():
+        return head, tail
+    return spec, None
 
 
 # What run_eval passes to each backend itself (so not allowed in backend_options).

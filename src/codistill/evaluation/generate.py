@@ -90,10 +90,13 @@ def generate_missing(cfg: EvalConfig, strategy: InferenceStrategy, units: dict[s
             for u, answers in zip(chunk, outs):
                 for i, ans in enumerate(answers[len(have[u.key]):cfg.n_samples], start=len(have[u.key])):
                     text = ans["completion_raw"]
-                    ntok = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None else None
+                    if "n_tokens" in ans:  # the strategy counted what the model wrote (a prefilled answer)
+                        ntok = ans["n_tokens"]
+                    else:
+                        ntok = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None else None
                     chunk_tokens += ntok or 0
                     rec = {"gen_key": u.key, "task_id": u.task_id, "sample_index": i, "completion_raw": text,
-                           "n_tokens": ntok, **{k: v for k, v in ans.items() if k != "completion_raw"}}
+                           **{k: v for k, v in ans.items() if k != "completion_raw"}, "n_tokens": ntok}
                     app.append(rec)
                     have[u.key].append(rec)
                     n_new += 1

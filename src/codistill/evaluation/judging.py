@@ -17,6 +17,8 @@ from codistill.problems.schema import Problem
 from codistill.store import write_jsonl
 
 CAP_SLACK = 2  # a completion re-tokenised may count a token or two off what the model generated
+# generations.jsonl fields a sample is built from; any other field (a strategy's plan, ...) is kept as is
+_GENERATION_KEYS = ("gen_key", "task_id", "sample_index", "completion_raw", "n_tokens")
 
 
 def judge_all(cfg: EvalConfig, benches: dict[str, list[Problem]], key_of, have: dict[str, list[dict]],
@@ -44,7 +46,8 @@ def judge_all(cfg: EvalConfig, benches: dict[str, list[Problem]], key_of, have: 
                     samples.append({"task_id": p.id, "solution": build_program(raw, p.code_prefix, p.entry_point, mode),
                                     "completion_raw": raw, "sample_index": rec["sample_index"], "n_tokens": n_tok,
                                     "hit_cap": None if n_tok is None else n_tok >= cfg.max_new_tokens - CAP_SLACK,
-                                    "has_code": has_code(raw, p.entry_point, mode)})
+                                    "has_code": has_code(raw, p.entry_point, mode),
+                                    **{k: v for k, v in rec.items() if k not in _GENERATION_KEYS}})
             write_jsonl(bdir / "samples.jsonl", samples)
             byid = {p.id: p for p in problems}
             verdicts = judge.judge_samples(byid, samples, progress=progress, label=f"judge {name}",
@@ -54,6 +57,9 @@ def judge_all(cfg: EvalConfig, benches: dict[str, list[Problem]], key_of, have: 
             summary = summarize(verdicts, label)
             summary.update(_structure_metrics(byid, verdicts))
             summary.update(answer_rates(samples))
+            summary.update(cost_per_solved(verdicts))
+            if any("plan_index" in v for v in verdicts):
+                summary["plans"] = plan_summary(verdicts, cfg.plans, cfg.codes_per_plan)
             summaries[name] = summary
             task_rows.extend(_task_rows(name, byid, verdicts))
     return summaries, task_rows
@@ -116,3 +122,38 @@ def _task_rows(name: str, problems: dict[str, Problem], verdicts: list[dict]) ->
             "syntax_match": first.get("syntax_match"), "dataflow_match": first.get("dataflow_match"),
         })
     return rows
+
+
+def cost_per_solved(verdicts: list[dict]) -> dict:
+    """Generated tokens (codes, plus each distinct plan once) per task with a passing program:
+    what a solved task cost, to compare strategies at equal compute. None when a count is missing."""
+    code = [v.get("n_tokens") for v in verdicts]
+    plans = {(v["task_id"], v["plan_index"]): v.get("plan_tokens") for v in verdicts if "plan_index" in v}
+    solved = len({v["task_id"] for v in verdicts if v["passed"]})
+    if any(x is None for x in code) or any(x is None for x in plans.values()):
+        return {"tokens_generated": None, "tokens_per_solved": None}
+    total = sum(code) + sum(plans.values())
+    return {"tokens_generated": total, "tokens_per_solved": round(total / solved, 1) if solved else None}
+
+
+def plan_summary(verdicts: list[dict], plans: int, codes_per_plan: int) -> dict:
+    """The plans of a reasoner-coder run: solve@k over the M x T programs, the share of plans with
+    a passing program, the plans' leakage against the reference solution and their length."""
+    from codistill.metrics.passk import solve_at_k
+    from codistill.teacher.leakage import summarize as leakage_summary
+
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    by_plan: dict[tuple, list[bool]] = defaultdict(list)
+    for v in verdicts:
+        by_task[v["task_id"]].append(v)
+        by_plan[(v["task_id"], v["plan_index"])].append(bool(v["passed"]))
+    counts = {t: (len(vs), sum(bool(v["passed"]) for v in vs)) for t, vs in by_task.items()}
+    first = {key: next(v for v in verdicts if (v["task_id"], v["plan_index"]) == key) for key in by_plan}
+    scores = [v["plan_leakage"] for v in first.values() if v.get("plan_leakage") is not None]
+    tokens = [v["plan_tokens"] for v in first.values() if v.get("plan_tokens") is not None]
+    return {"plans_per_task": plans, "codes_per_plan": codes_per_plan, "n_plans": len(by_plan),
+            "solve@k": solve_at_k(counts, ks=sorted({1, codes_per_plan, plans, plans * codes_per_plan})),
+            "plan_pass_rate": sum(any(p) for p in by_plan.values()) / len(by_plan) if by_plan else None,
+            "parsed_rate": sum(bool(v.get("plan_parsed")) for v in first.values()) / len(first) if first else None,
+            "leakage": leakage_summary(scores, threshold=0.5),
+            "plan_tokens_mean": round(sum(tokens) / len(tokens), 1) if tokens else None}

@@ -75,17 +75,17 @@ def make_backend(cfg: EvalConfig, protocol: Protocol):
     return make_generator(cfg.backend, **kwargs, **options)
 
 
-def _student_tokenizer(cfg: EvalConfig):
-    """The model's tokenizer (for counting answer tokens and rendering a format's prompts), or
-    None when there is none to load (a remote model)."""
+def load_tokenizer(model: str, dtype: str = "float32"):
+    """A model's tokenizer (for counting answer tokens and rendering a format's prompts), or None
+    when there is none to load (a remote model)."""
     try:
         from transformers import AutoTokenizer
 
         from codistill.models import resolve_model
 
-        return AutoTokenizer.from_pretrained(str(resolve_model(cfg.model, dtype=cfg.dtype)))
+        return AutoTokenizer.from_pretrained(str(resolve_model(model, dtype=dtype)))
     except Exception as e:  # noqa: BLE001 - counting is optional for a model with no local files
-        logging.getLogger(LOGGER).warning("no tokenizer for %s (%s): cap-hit rates are not measured", cfg.model, e)
+        logging.getLogger(LOGGER).warning("no tokenizer for %s (%s): cap-hit rates are not measured", model, e)
         return None
 
 
@@ -120,9 +120,9 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
     t0 = time.perf_counter()
     gen = make_backend(cfg, protocol)
     timings["load_model_s"] = time.perf_counter() - t0
-    tok = gen.tokenizer if gen.capabilities.tokenizer else _student_tokenizer(cfg)
+    tok = gen.tokenizer if gen.capabilities.tokenizer else load_tokenizer(cfg.model, cfg.dtype)
     protocol.bind(cfg, gen, tok)
-    strategy = make_strategy(cfg.strategy, generator=gen)
+    strategy = make_strategy(cfg.strategy, generator=gen, cfg=cfg, protocol=protocol, tokenizer=tok)
     units = make_units(benches, protocol)
     have = load_generations(out)
     mode_label = f"{protocol.mode} mode" if protocol.fmt is None else f"format {protocol.fmt.name}"
@@ -146,6 +146,8 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
     usage = strategy.usage
     results["generation"]["this_call"] = {"new_tokens": this_call["new_tokens"], "seconds": round(this_call["seconds"], 2),
                                           "usage": usage.as_dict() if usage is not None else None}
+    if hasattr(strategy, "record"):
+        results["pipeline"] = strategy.record()
     results["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     atomic_write_json(out / "results.json", results)
     strategy.close()

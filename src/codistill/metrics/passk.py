@@ -18,7 +18,7 @@ import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["estimate_pass_at_k", "pass_at_k_table"]
+__all__ = ["estimate_pass_at_k", "pass_at_k_table", "solve_at_k"]
 
 
 def _estimate_one(n: int, c: int, k: int) -> float:
@@ -108,3 +108,16 @@ def pass_at_k_table(
         if bool(np.all(n >= k)):
             table[f"pass@{int(k)}"] = float(estimate_pass_at_k(n, c, int(k)).mean())
     return table
+
+
+def solve_at_k(per_task_counts: Mapping[Any, tuple[int, int]], ks: Iterable[int] = (1, 5)) -> dict[str, float]:
+    """solve@k of a Reasoner→Coder run: ``P_i = 1 - C(n - g_i, k) / C(n, k)`` per problem,
+    averaged, where ``n`` = plans x codes per plan programs were drawn for problem ``i`` and
+    ``g_i`` of them pass (the definition of the explain-distillation review).
+
+    The estimator is the unbiased pass@k one applied to the pipeline's programs, so with one plan
+    (M = 1) solve@k *is* pass@k of the Coder's T samples; with M > 1 it counts a problem solved
+    when any of k programs drawn without replacement from the M x T passes, whichever plans they
+    came from. Keys are spelled ``solve@k``; a k above some problem's ``n`` is left out.
+    """
+    return {key.replace("pass@", "solve@"): v for key, v in pass_at_k_table(per_task_counts, ks).items()}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 STRATEGIES = {
     "direct": ("codistill.evaluation.strategies.direct", "DirectStrategy"),
+    "reasoner-coder": ("codistill.evaluation.strategies.reasoner_coder", "ReasonerCoderStrategy"),
 }
 
 
