@@ -3,6 +3,17 @@ stage (the llama.cpp server that serves the local teacher is :mod:`codistill.ser
 
 Importing this package is cheap (no torch, no llama.cpp); heavy pieces load when used.
 
+Modules: ``teach`` (the stage: rows in, records out, resume, progress), ``config`` (TeachConfig),
+``modes/`` (one module per teacher mode + the registry), ``runner`` (one problem's attempts),
+``client`` (the teacher, one client per run), ``cache`` (answers by key), ``outputs`` (train set,
+manifest, teacher errors), ``command`` (the ``codistill teach`` flags), ``templates``, ``parse``,
+``leakage``.
+
+Teacher modes (``explain``, ``solve``, ``hierarchical``) live in :mod:`codistill.teacher.modes`, one
+module each. A new mode is one new module there (a :class:`~codistill.teacher.modes.Mode` subclass
+with its ``spec`` and the hooks it needs, plus its prompt ``prompts/<name>.txt``) and one
+``register(...)`` line in ``modes/__init__.py``; nothing else names a mode (see that module).
+
 >>> from codistill.teacher.teach import teach, TeachConfig         # doctest: +SKIP
 >>> teach(TeachConfig(out_dir="runs/t", dataset="runs/data", mode="explain"))  # doctest: +SKIP
 """
@@ -36,8 +47,8 @@ def __getattr__(name: str):
     # ``from codistill.teacher.teach import teach``.
     import importlib
 
-    where = {"TeachConfig": "teach", "TeacherConfig": "teach", "TeachSampling": "teach",
-             "serve": "server", "start_server": "server"}.get(name)
+    where = {"TeachConfig": "config", "TeacherConfig": "config", "TeachSampling": "config",
+             "serve": "codistill.serving", "start_server": "codistill.serving"}.get(name)
     if where is None:
         raise AttributeError(f"module 'codistill.teacher' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"codistill.teacher.{where}"), name)
+    return getattr(importlib.import_module(where if "." in where else f"codistill.teacher.{where}"), name)

@@ -6,8 +6,9 @@ with every context; a resumed run re-parses records written by another version).
 
 Headings are recognised in the forms small models actually write: ``## Intent``, ``**Intent**``,
 ``**Intent:**``, ``Intent:``, ``1. Intent``, ``Intent: text on the same line`` — but only for the
-known names of the mode and their aliases (see :data:`codistill.teacher.templates.MODES`), so prose
-lines are never mistaken for headings.
+known names of the mode and their aliases (its :class:`~codistill.teacher.modes.ModeSpec`), so prose
+lines are never mistaken for headings. Mode-specific parsing (solve's code, hierarchical's tags) is
+the mode's :meth:`~codistill.teacher.modes.Mode.split`, in :mod:`codistill.teacher.modes`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from codistill.teacher.templates import MODES, is_none_text
+from codistill.teacher.templates import is_none_text
 
 __all__ = ["PARSER_VERSION", "Parsed", "ValidationRules", "extract_code", "parse_answer", "split_sections",
            "template_echo"]
@@ -112,137 +113,42 @@ class Parsed:
     code: str | None = None
     notes: dict = field(default_factory=dict)
 
-
-def _tag(text: str, tag: str) -> list[str]:
-    return [m.group(1).strip() for m in re.finditer(rf"<{tag}>(.*?)(?:</{tag}>|(?=<{tag}>)|\Z)", text, re.S | re.I)]
-
-
-_HIER_ALIASES = {
-    "generalized": "generalized", "generalized approach": "generalized", "general approach": "generalized",
-    "generalization": "generalized", "step": "steps", "steps": "steps", "key": "keys", "keys": "keys",
-    "key insight": "keys", "key insights": "keys", "key points": "keys",
-}
-_ITEM = re.compile(r"^\s{0,3}(?:\d{1,2}[.)]|[-*+])\s+(.*)$")
-
-
-def _items(text: str) -> list[str]:
-    """Top-level list items of a markdown block: nested items and continuation lines are joined to
-    their item; a paragraph after a blank line ends the list."""
-    items: list[str] = []
-    base: int | None = None
-    blank = False
-    for line in text.splitlines():
-        indent = len(line) - len(line.lstrip())
-        m = _ITEM.match(line.strip() and " " * min(indent, 3) + line.lstrip())
-        if m and (base is None or indent <= base):
-            base = indent if base is None else base
-            items.append(m.group(1).strip())
-        elif items and line.strip() and (not blank or m or indent > (base or 0)):
-            items[-1] += " " + (m.group(1).strip() if m else line.strip())
-        elif items and line.strip():
-            break
-        blank = not line.strip()
-    return [i for i in items if i]
-
-
-def _parse_hierarchical(text: str, rules: ValidationRules) -> Parsed:
-    """SuperCorrect-style template. The tag format asked for (``<Generalized>``, ``<Step>`` with a
-    ``<Key>`` each) is preferred; small teachers often write markdown headings instead (``### Step``
-    with a numbered list, ``### Key`` with bullets), which is accepted as well (``notes['format']``)."""
-    # an unclosed <Generalized> ends at the first <Step> or markdown heading
-    g = re.search(r"<Generalized>(.*?)(?:</Generalized>|(?=<Step>)|(?=^\s{0,3}#{1,6}\s)|\Z)", text, re.S | re.I | re.M)
-    gen = [g.group(1).strip()] if g else []
-    body = text[:g.start()] + text[g.end():] if g else text
-    steps_raw = _tag(body, "Step")
-    sections: dict[str, str] = {}
-    notes: dict = {}
-    if steps_raw:
-        notes["format"] = "tags"
-        steps = []
-        for st in steps_raw:
-            keys = _tag(st, "Key")
-            main = re.sub(r"<Key>.*?(</Key>|\Z)", "", st, flags=re.S | re.I).strip()
-            steps.append((main, keys[0] if keys else ""))
-        if steps:
-            sections["steps"] = "\n".join(f"{i}. {b}" + (f"\n   Key: {k}" if k else "")
-                                          for i, (b, k) in enumerate(steps, 1))
-        n_keys = sum(1 for _, k in steps if k)
-        missing_key = any(not k for _, k in steps)
-        empty_step = any(not b for b, _ in steps)
-    else:
-        notes["format"] = "markdown"
-        md = split_sections(body, _HIER_ALIASES)
-        if not gen and md.get("generalized"):
-            gen = [md["generalized"]]
-        step_items = _items(md.get("steps", ""))
-        key_items = _items(md.get("keys", "")) or ([md["keys"]] if md.get("keys") else [])
-        steps = [(b, "") for b in step_items]
-        if step_items:
-            sections["steps"] = "\n".join(f"{i}. {b}" for i, b in enumerate(step_items, 1))
-        if key_items:
-            sections["keys"] = "\n".join(f"- {k}" for k in key_items)
-        n_keys = len(key_items)
-        missing_key = n_keys == 0
-        empty_step = False
-    if gen and gen[0]:
-        sections["generalized"] = gen[0]
-    notes.update(n_steps=len(steps), n_keys=n_keys)
-    p = Parsed(sections, True, notes=notes)
-    if not gen or len(gen[0]) < rules.min_section_chars:
-        return _invalid(p, "missing <Generalized>")
-    if len(steps) < rules.min_steps:
-        return _invalid(p, f"only {len(steps)} <Step> blocks (need {rules.min_steps})")
-    if empty_step:
-        return _invalid(p, "empty <Step>")
-    if missing_key:
-        return _invalid(p, "a <Step> without <Key>" if notes["format"] == "tags" else "no key insights")
-    return p
-
-
-def _invalid(p: Parsed, reason: str) -> Parsed:
-    p.valid = False
-    p.reason = reason
-    return p
+    def reject(self, reason: str) -> Parsed:
+        """This answer, now invalid for ``reason``."""
+        self.valid = False
+        self.reason = reason
+        return self
 
 
 def parse_answer(mode: str, text: str, rules: ValidationRules | None = None) -> Parsed:
-    """Sections of a teacher answer plus a validity verdict with the reason when invalid."""
+    """Sections of a teacher answer plus a validity verdict with the reason when invalid: the
+    common checks (empty, too long), the mode's :meth:`~codistill.teacher.modes.Mode.split`, then
+    the required sections and their lengths."""
+    from codistill.teacher.modes import get_mode
+
     rules = rules or ValidationRules()
-    spec = MODES[mode]
+    m = get_mode(mode)
+    spec = m.spec
     text = text or ""
     if not text.strip():
         return Parsed({}, False, "empty answer")
     if len(text) > rules.max_chars:
         return Parsed({}, False, f"answer too long ({len(text)} > {rules.max_chars} chars)")
-    if mode == "hierarchical":
-        p = _parse_hierarchical(text, rules)
-    else:
-        sections = split_sections(text, spec.aliases)
-        p = Parsed(sections, True)
-        if mode == "solve":
-            p.code = extract_code(text)
-            if p.code:
-                sections["code"] = p.code
-                if "reasoning" not in sections:
-                    # reasoning = everything before the code block when no heading was written
-                    head = text.split("```", 1)[0]
-                    head = re.sub(r"^\s*#+\s*(reasoning|code)\s*:?\s*$", "", head, flags=re.I | re.M).strip()
-                    if head:
-                        sections["reasoning"] = head
+    p = m.split(text, rules)
     if not p.valid:
         return p
     required = rules.required if rules.required is not None else list(spec.required)
     for key in required:
         body = p.sections.get(key)
         if body is None:
-            return _invalid(p, f"missing section {key!r}")
+            return p.reject(f"missing section {key!r}")
         if key in _MAY_BE_NONE and is_none_text(body):
             continue
         if len(body) < rules.min_section_chars:
-            return _invalid(p, f"section {key!r} too short ({len(body)} chars)")
+            return p.reject(f"section {key!r} too short ({len(body)} chars)")
     for key, body in p.sections.items():
         if len(body) > rules.max_section_chars:
-            return _invalid(p, f"section {key!r} too long ({len(body)} > {rules.max_section_chars} chars)")
+            return p.reject(f"section {key!r} too long ({len(body)} > {rules.max_section_chars} chars)")
     return p
 
 

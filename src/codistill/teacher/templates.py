@@ -6,12 +6,10 @@ never the parser, so a changed parser re-parses cached answers without paying th
 
 Modes
 =====
-``explain`` (the paper)  the teacher sees the problem AND the reference solution and explains it in
-                         five sections (intent, steps, formulas, edge cases, built-ins), no code.
-``solve``                the teacher sees only the problem and writes reasoning + code; the code is
-                         judged in the sandbox and only passing samples are kept.
-``hierarchical``         SuperCorrect-style thought template: ``<Generalized>`` then ``<Step>``
-                         blocks each with a ``<Key>`` insight; sees the solution, no code.
+``explain`` (the paper), ``solve`` and ``hierarchical``; each is a module of
+:mod:`codistill.teacher.modes` (what the teacher sees, the sections of its answer, what makes an
+answer worth keeping). :data:`MODES` maps every registered mode's name to its
+:class:`~codistill.teacher.modes.ModeSpec`.
 
 Placeholders in a template are ``{problem}``, ``{solution}`` and ``{entry_point}``; nothing else
 in the file is interpreted (braces in code examples are safe).
@@ -27,8 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 __all__ = ["MODES", "ModeSpec", "PromptTemplate", "load_template", "render_context", "is_none_text"]
@@ -36,8 +34,10 @@ __all__ = ["MODES", "ModeSpec", "PromptTemplate", "load_template", "render_conte
 
 @dataclass(frozen=True)
 class ModeSpec:
+    """What a teacher mode's answers look like (a mode's ``spec``, :mod:`codistill.teacher.modes`)."""
+
     name: str
-    needs_solution: bool
+    needs_solution: bool  # the prompt shows the reference solution (rows without one are refused)
     sections: tuple[str, ...]  # canonical order
     titles: dict  # section -> heading in the rendered context
     required: tuple[str, ...]  # default required sections
@@ -45,57 +45,30 @@ class ModeSpec:
     stop: tuple[str, ...] = ()  # stop strings: small teachers tend to echo the prompt's next heading
 
 
-def _aliases(table: dict[str, list[str]]) -> dict[str, str]:
-    out = {}
-    for key, names in table.items():
-        for n in names:
-            out[n] = key
-    return out
+class _ModeSpecs(Mapping):
+    """``name -> ModeSpec`` of every registered mode: a live view of :mod:`codistill.teacher.modes`
+    (imported on first use, so that the modes may import this module)."""
+
+    @staticmethod
+    def _registry() -> dict:
+        from codistill.teacher.modes import MODE_REGISTRY
+
+        return MODE_REGISTRY
+
+    def __getitem__(self, name: str) -> ModeSpec:
+        return self._registry()[name].spec
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registry())
+
+    def __len__(self) -> int:
+        return len(self._registry())
+
+    def __repr__(self) -> str:
+        return f"MODES({', '.join(self)})"
 
 
-MODES: dict[str, ModeSpec] = {
-    "explain": ModeSpec(
-        name="explain",
-        needs_solution=True,
-        sections=("intent", "steps", "formulas", "edge_cases", "builtins"),
-        titles={"intent": "Intent", "steps": "Steps", "formulas": "Formulas",
-                "edge_cases": "Edge cases", "builtins": "Built-ins"},
-        required=("intent", "steps", "formulas", "edge_cases", "builtins"),
-        aliases=_aliases({
-            "intent": ["intent", "problem intent", "goal", "purpose", "overview",
-                       "understanding the problem", "problem understanding"],
-            "steps": ["steps", "algorithm", "algorithm steps", "approach", "steps of the algorithm",
-                      "step by step", "algorithm steps in plain words", "solution steps", "method"],
-            "formulas": ["formulas", "formula", "key formulas", "math", "equations", "formulas and invariants",
-                         "invariants", "recurrences", "mathematical formulas", "key formulas invariants or recurrences"],
-            "edge_cases": ["edge cases", "edge case", "corner cases", "special cases", "edge cases and special inputs"],
-            "builtins": ["built ins", "builtins", "built in functions", "library functions", "built ins used",
-                         "functions used", "data structures", "built in functions and data structures",
-                         "libraries", "builtin functions", "built ins and data structures"],
-        }),
-        stop=("\n### Problem", "\n### Reference solution"),
-    ),
-    "solve": ModeSpec(
-        name="solve",
-        needs_solution=False,
-        sections=("reasoning", "code"),
-        titles={"reasoning": "Reasoning", "code": "Code"},
-        required=("reasoning", "code"),
-        aliases=_aliases({
-            "reasoning": ["reasoning", "analysis", "explanation", "approach", "thoughts", "thinking"],
-            "code": ["code", "solution", "python code", "final code", "implementation"],
-        }),
-    ),
-    "hierarchical": ModeSpec(
-        name="hierarchical",
-        needs_solution=True,
-        sections=("generalized", "steps", "keys"),
-        titles={"generalized": "Generalized approach", "steps": "Steps", "keys": "Key insights"},
-        required=("generalized", "steps"),
-        aliases={},
-        stop=("\n### Problem", "\n### Reference solution"),
-    ),
-}
+MODES: Mapping[str, ModeSpec] = _ModeSpecs()
 
 _PLACEHOLDER = re.compile(r"\{(problem|solution|entry_point)\}")
 
@@ -123,7 +96,8 @@ class PromptTemplate:
 
 
 def load_template(mode: str, path: str | Path | None = None) -> PromptTemplate:
-    """The packaged template of ``mode`` (``teacher/prompts/<mode>.txt``) or a file of your own."""
+    """The packaged template of ``mode`` (``teacher/prompts/<mode>.txt``, see
+    :meth:`codistill.teacher.modes.Mode.template`) or a file of your own."""
     if mode not in MODES:
         raise ValueError(f"unknown teacher mode {mode!r}; choose one of {', '.join(MODES)}")
     if path is not None:
@@ -131,8 +105,9 @@ def load_template(mode: str, path: str | Path | None = None) -> PromptTemplate:
         text = p.read_text(encoding="utf-8")
         source = str(p)
     else:
-        text = resources.files("codistill.teacher").joinpath("prompts", f"{mode}.txt").read_text(encoding="utf-8")
-        source = f"codistill/teacher/prompts/{mode}.txt"
+        from codistill.teacher.modes import get_mode
+
+        text, source = get_mode(mode).template()
     if "{problem}" not in text:
         raise ValueError(f"template {source} has no {{problem}} placeholder")
     if MODES[mode].needs_solution and "{solution}" not in text:

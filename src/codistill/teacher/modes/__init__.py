@@ -1,0 +1,64 @@
+"""Teacher modes: how the teacher is asked and what makes an answer worth keeping.
+
+One module per mode, one line each in the registry below:
+
+=================  ==========================================================================
+``explain``        the paper: problem + reference solution in, five sections out, no code;
+                   leakage against the reference is scored and rejected (:mod:`.explain`)
+``solve``          problem in, reasoning + code out; the code is judged in the sandbox and only
+                   passing samples are kept (rejection sampling) (:mod:`.solve`)
+``hierarchical``   problem + reference in, ``<Generalized>`` / ``<Step>`` / ``<Key>`` out
+                   (SuperCorrect-style), leakage as in explain (:mod:`.hierarchical`)
+=================  ==========================================================================
+
+Adding a mode (say ``correction``): write ``modes/correction.py`` with a :class:`Mode` subclass
+that sets ``spec`` (a :class:`ModeSpec`: sections, their titles and heading aliases, required
+sections, whether the prompt shows the reference, stop strings) and overrides the hooks it needs
+(:meth:`Mode.select_rows`, :meth:`Mode.open`, :meth:`Mode.split`, :meth:`Mode.check`,
+:meth:`Mode.code`, :meth:`Mode.enough`, :meth:`Mode.finish`; see :class:`Mode`), put its prompt
+template in ``teacher/prompts/correction.txt`` (or override :meth:`Mode.template`), and add
+``register(CorrectionMode())`` below. ``TeachConfig.mode``, ``codistill teach --mode``, the parser
+(:func:`codistill.teacher.parse.parse_answer`), the templates (:func:`~codistill.teacher.templates.
+load_template`, :func:`~codistill.teacher.templates.render_context`) and the teach loop all read
+this registry; none of them names a mode.
+"""
+
+from __future__ import annotations
+
+from codistill.teacher.modes.base import Mode, ModeSpec, RunContext, aliases, reject_attempt
+from codistill.teacher.modes.explain import ExplainMode
+from codistill.teacher.modes.hierarchical import HierarchicalMode
+from codistill.teacher.modes.solve import SolveMode
+
+__all__ = ["MODE_REGISTRY", "Mode", "ModeSpec", "RunContext", "aliases", "get_mode", "register", "reject_attempt",
+           "unregister"]
+
+MODE_REGISTRY: dict[str, Mode] = {}
+
+
+def register(mode: Mode, replace: bool = False) -> Mode:
+    """Make ``mode`` available by its name (``TeachConfig.mode``); returns it."""
+    if not isinstance(mode, Mode):
+        raise TypeError(f"register a Mode instance, not {mode!r}")
+    if mode.name in MODE_REGISTRY and not replace:
+        raise ValueError(f"teacher mode {mode.name!r} is already registered ({MODE_REGISTRY[mode.name]!r})")
+    MODE_REGISTRY[mode.name] = mode
+    return mode
+
+
+def unregister(name: str) -> None:
+    """Remove a mode (tests that register a toy mode)."""
+    MODE_REGISTRY.pop(name, None)
+
+
+def get_mode(name: str) -> Mode:
+    """The registered mode ``name``; KeyError naming the known ones otherwise."""
+    try:
+        return MODE_REGISTRY[name]
+    except (KeyError, TypeError):
+        raise KeyError(f"unknown teacher mode {name!r}; choose one of {', '.join(MODE_REGISTRY)}") from None
+
+
+register(ExplainMode())
+register(SolveMode())
+register(HierarchicalMode())
