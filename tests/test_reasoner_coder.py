@@ -205,3 +205,19 @@ def test_reasoner_coder_eval_end_to_end_resumes_and_summarises(tiny_llama_dir, t
         assert again["generation"]["this_call"]["new_tokens"] == 0
         with pytest.raises(ValueError, match="different settings"):
             run_eval(cfg.model_copy(update={"plans": 1, "n_samples": 2}), out, progress=False)
+
+    # the report: the Reasoner × Coder rows, the plans' leakage and the solve@k sweep
+    from codistill.report.build import write_report
+
+    rep = write_report([f"plan={tmp_path / 'plan'}", f"fmt={tmp_path / 'fmt'}"], out=tmp_path / "report",
+                       baseline="plan", n_boot=200)
+    rows = {(r["arm"], r["benchmark"]): r for r in rep["pipelines"]}
+    assert rows[("fmt", "humaneval+")]["reasoner"].endswith("/adapter") and rows[("fmt", "humaneval+")]["plans"] == 2
+    assert rows[("plan", "humaneval")]["reasoner"] == str(tiny_llama_dir)
+    assert rows[("plan", "humaneval")]["leakage_mean"] is not None
+    curve = rep["sweep"]["humaneval+"]["fmt"]
+    assert curve["kind"] == "solve" and curve["n"] == 4 and sorted(curve["curve"]) == ["1", "2", "3", "4"]
+    assert curve["curve"]["4"] >= curve["curve"]["1"]
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Reasoner → Coder and sampling sweep" in md and "solve@M×T" in md
+    assert (tmp_path / "report" / "plots" / "sweep.png").exists() or "matplotlib" in json.dumps(rep["skipped_plots"])

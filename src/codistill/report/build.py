@@ -72,7 +72,8 @@ def write_report(run_dirs, out=None, baseline: str = "base", title: str | None =
                          generated=generated)
 
     if plots:
-        made, skipped = make_plots(arms, runs, rep["benchmarks"], rep["table1"], out_dir / "plots", rep["arms"])
+        made, skipped = make_plots(arms, runs, rep["benchmarks"], rep["table1"], out_dir / "plots", rep["arms"],
+                                   rep.get("sweep"))
     else:
         made, skipped = {}, {"all": "plots=False"}
     rep["plots"] = {k: {**v, "path": _rel(Path(v["path"]), out_dir)} for k, v in made.items()}

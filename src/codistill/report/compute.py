@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from codistill.report.load import Arm, RunInfo, _split_spec
+from codistill.report.pipeline import pipeline_part
 
 __all__ = ["SMOKE_TEXT", "SMOKE_MIN_TASKS", "CAP_WARN", "VERDICT_COLUMNS", "PROVENANCE_KEYS", "Report",
            "compute_report"]
@@ -494,4 +495,5 @@ def compute_report(arms: list[Arm], runs: list[RunInfo], inputs: list, *, baseli
                                              "median": statistics.median(r.leakage_valid), "max": max(r.leakage_valid)}
                                             if r.leakage_valid else None)} for r in runs},
         "missing": missing, "notes": notes,
+        **pipeline_part(order, benches),
     }

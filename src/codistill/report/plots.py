@@ -254,7 +254,7 @@ def _plot_ppl(arms: list[Arm], path: Path) -> Path | None:
 
 
 def make_plots(arms: list[Arm], runs: list[RunInfo], benches: list[str], table1: dict, plot_dir: Path,
-                baseline_first: list[str]) -> tuple[dict, dict]:
+                baseline_first: list[str], sweep: dict | None = None) -> tuple[dict, dict]:
     """Returns ({key: {"path", "title", ...}}, {key: reason skipped})."""
     made: dict[str, dict] = {}
     skipped: dict[str, str] = {}
@@ -293,6 +293,13 @@ def make_plots(arms: list[Arm], runs: list[RunInfo], benches: list[str], table1:
         made["perplexity"] = {"path": p}
     else:
         skipped["perplexity"] = "no question-completion perplexities (mbpp-questions rows in tasks.jsonl)"
+    if sweep:  # only runs that sampled more than once per task have one (else not even "skipped")
+        from codistill.report.pipeline import plot_sweep
+
+        titles["sweep"] = "solve@k (plans × codes) and pass@k (codes) against programs drawn per task"
+        p = plot_sweep(sweep, plot_dir / "sweep.png")
+        if p:
+            made["sweep"] = {"path": p}
     for k, v in made.items():
         v["title"] = titles[k]
     return made, skipped

@@ -277,6 +277,12 @@ def build_sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict)
     if b:
         secs.append(("Teacher contexts and training data", b))
 
+    from codistill.report.pipeline import pipeline_section  # it builds Blocks: imported here, not above
+
+    pipe = pipeline_section(rep, plots)
+    if pipe:
+        secs.append(pipe)
+
     # provenance ---------------------------------------------------------------------------
     b = []
     prov = rep["provenance"]
