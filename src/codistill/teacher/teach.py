@@ -46,7 +46,6 @@ teacher, one client per run), :mod:`~codistill.teacher.cache`, :mod:`~codistill.
 (train set, manifest, teacher errors), :mod:`~codistill.teacher.command` (the command line).
 """
 
-
 from __future__ import annotations
 
 import logging
