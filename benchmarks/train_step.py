@@ -86,11 +86,13 @@ def base_config(spec: dict, **overrides):
 
 # ---------------------------------------------------------------------- parts (child processes)
 def _timed_step(model, optimizer, batch, cfg, encoder, beta: float) -> tuple[float, float]:
-    from codistill.training.trainer import micro_batch_loss
+    from codistill.training.objectives.structure import StructureObjective
 
+    objective = StructureObjective(cfg)
+    objective.encoder = encoder
     t0, c0 = time.perf_counter(), time.process_time()
-    parts = micro_batch_loss(model, batch, config=cfg, encoder=encoder, alpha=1.0 - beta, beta=beta)
-    parts.loss.backward()
+    loss, _ = objective.weighted_loss(model, batch, 1.0 - beta, beta)
+    loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return time.perf_counter() - t0, time.process_time() - c0
