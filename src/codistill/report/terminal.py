@@ -67,6 +67,19 @@ def print_report(rep: dict, console=None) -> None:
         console.print(s)
     for n in rep.get("significance_notes", []):
         console.print(f"[dim]{esc(n)}[/]")
+    if rep.get("pipelines"):
+        r = Table(title="Reasoner → Coder: pass@1 / solve@M×T %, plan leakage, tokens per solved task",
+                  box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        for col in ("arm", "benchmark", "Reasoner", "Coder", "M×T", "pass@1", "solve@M×T", "leakage", "tok/solved"):
+            r.add_column(col, justify="left" if col in ("arm", "benchmark", "Reasoner", "Coder") else "right")
+        for row in rep["pipelines"]:
+            m, t = row["plans"], row["codes_per_plan"]
+            top = (row["solve@k"] or {}).get(f"solve@{(m or 1) * (t or 1)}")
+            r.add_row(*map(esc, (row["arm"], row["benchmark"], row["reasoner"] or "– (direct)", row["coder"],
+                                 f"{m}×{t}" if m else f"n={row['n_samples']}", _pct(row["pass@1"]), _pct(top),
+                                 "–" if row["leakage_mean"] is None else f"{row['leakage_mean']:.3f}",
+                                 "–" if row["tokens_per_solved"] is None else f"{row['tokens_per_solved']:.0f}")))
+        console.print(r)
     ppl = {a: q for a, q in rep["perplexity"].items() if q}
     if ppl:
         console.print("question-completion perplexity: " + esc("; ".join(
