@@ -1,0 +1,267 @@
+"""A recipe's typed parts: one section per stage, the arms (by kind), and :class:`Recipe`.
+
+A stage's section (``data:``, ``teach:``, ``train:``, ``eval:``) is generated from the stage's
+own config (:func:`section_model`): the same setting names, types, constraints, defaults and
+descriptions, so a setting added to ``EvalConfig`` is a recipe setting too, with no edit here.
+Each setting is optional in a section (the runner sets the paths; an arm's overrides are merged
+on top) and may be null; only what the recipe wrote is dumped (:meth:`Section.settings`), so a
+setting left out takes the stage's default and the stage keys are those of the settings written.
+Checks that need the whole stage config (cross-field rules, names of benchmarks, backends) run
+on each stage's config as the runner builds it (:func:`codistill.recipe.load.check_stages`).
+
+Arms have a kind (:data:`ARM_KINDS`): ``base`` (the student as it is: judged only) and
+``trained`` (a LoRA trained with the arm's overrides, then judged). A later kind (``dpo``,
+``pipeline``) is a class here with its ``kind`` literal and the arm stages it goes through
+(``stages``), one entry in ``ARM_KINDS``, and its stages registered in
+:mod:`codistill.recipe.stages`.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, field_validator, model_serializer
+
+from codistill.data.prepare import PrepareConfig
+from codistill.evaluation.config import EvalConfig
+from codistill.teacher import TeachConfig
+from codistill.training.config import TrainConfig
+
+__all__ = ["Section", "section_model", "DataSection", "TeachSection", "TrainSection", "EvalSection", "ReportSection",
+           "ServeSpec", "ArmSpec", "BaseArm", "TrainedArm", "ARM_KINDS", "Arm", "Recipe", "SECTIONS", "RECIPE_VERSION"]
+
+RECIPE_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------------ sections
+
+
+def _written(obj: Any, dumped: Any) -> Any:
+    """``dumped`` (a dump of ``obj``) less every model field that was not given."""
+    if isinstance(obj, BaseModel) and isinstance(dumped, dict):
+        return {k: _written(getattr(obj, k, None), v) for k, v in dumped.items() if k in obj.model_fields_set}
+    if isinstance(obj, (list, tuple)) and isinstance(dumped, (list, tuple)):
+        return type(dumped)(_written(o, d) for o, d in zip(obj, dumped))
+    if isinstance(obj, dict) and isinstance(dumped, dict):
+        return {k: _written(obj.get(k), v) for k, v in dumped.items()}
+    return dumped
+
+
+class Section(BaseModel):
+    """A stage's settings as a recipe writes them (see the module's docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+    stage_config: ClassVar[type[BaseModel] | None] = None  # the config this section is made from
+
+    @model_serializer(mode="wrap")
+    def _only_written(self, handler):
+        return _written(self, handler(self))
+
+    def settings(self) -> dict:
+        """What the recipe wrote, as a plain mapping (nested sections too)."""
+        return self.model_dump()
+
+    # read like the mapping a section used to be: the settings written
+    def __getitem__(self, name: str) -> Any:
+        return self.settings()[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.settings().get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.model_fields_set
+
+
+_PARTIAL: dict[tuple[type, bool], type[Section]] = {}
+
+
+def _partial_type(tp: Any) -> Any:
+    """``tp`` with every pydantic model in it replaced by its section model (nested)."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return section_model(tp, top=False)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is None or not args or origin is Literal:
+        return tp
+    if origin is Annotated:
+        return Annotated[(_partial_type(args[0]), *tp.__metadata__)]
+    mapped = tuple(a if a is Ellipsis else _partial_type(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return Union[mapped]
+    try:
+        return origin[mapped if len(mapped) > 1 else mapped[0]]
+    except TypeError:
+        return tp
+
+
+def section_model(config: type[BaseModel], name: str | None = None, top: bool = True) -> type[Section]:
+    """A :class:`Section` made from ``config``: its fields (type or null, constraints, default,
+    description), nested models made sections too, none of its validators. ``top``: required
+    settings become optional (the runner or an arm gives them); in nested models they stay required."""
+    key = (config, top)
+    if key in _PARTIAL:
+        return _PARTIAL[key]
+    fields: dict[str, Any] = {}
+    for fname, fi in config.model_fields.items():
+        tp = Optional[_partial_type(fi.annotation)]
+        if fi.metadata:
+            tp = Annotated[(tp, *fi.metadata)]
+        kw: dict[str, Any] = {"description": fi.description}
+        factory = fi.default_factory
+        if isinstance(factory, type) and issubclass(factory, BaseModel):
+            kw["default_factory"] = section_model(factory, top=False)
+        elif factory is not None:
+            kw["default_factory"] = factory
+        elif not fi.is_required():
+            kw["default"] = fi.default
+        elif top:
+            kw["default"] = None
+        fields[fname] = (tp, Field(**kw))
+    model = create_model(name or f"{config.__name__}Section", __base__=Section, __module__=__name__,
+                         __doc__=f"{config.__name__}'s settings as a recipe section.", **fields)
+    model.stage_config = config
+    _PARTIAL[key] = model
+    return model
+
+
+DataSection = section_model(PrepareConfig, "DataSection")
+TeachSection = section_model(TeachConfig, "TeachSection")
+TrainSection = section_model(TrainConfig, "TrainSection")
+EvalSection = section_model(EvalConfig, "EvalSection")
+
+
+class ReportSection(BaseModel):
+    """The report of the run (``codistill report`` on the run directory)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    baseline: str = Field("base", description="arm the others are compared with")
+    title: str | None = Field(None, description="report title (default: the recipe's name)")
+    fixed_before_run: list[str] = Field(default_factory=list, description="what was decided before any test "
+                                        "number was seen (shown at the top of the report)")
+
+
+class ServeSpec(BaseModel):
+    """The local llama.cpp teacher started when ``teach.teacher.base_url`` is null."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("qwen2.5-coder-1.5b", description="packaged teacher name or .gguf path")
+    n_parallel: int = Field(4, ge=1, description="parallel slots (the teach stage's concurrency follows)")
+    ctx: int = Field(3072, ge=256, description="context tokens per slot")
+    threads: int | None = Field(None, ge=1, description="CPU threads (default: the usable cores, fewer when "
+                                "other processes keep some busy now; codistill.cpu.default_threads)")
+
+
+# ------------------------------------------------------------------------------------------ arms
+
+
+class ArmSpec(BaseModel):
+    """What every arm has: how it is judged, overrides of the shared train/eval sections."""
+
+    model_config = ConfigDict(extra="forbid")
+    stages: ClassVar[tuple[str, ...]] = ("eval",)  # the arm stages (recipe.stages) it goes through, in order
+
+    base: bool = Field(False, description="true: evaluate the student as it is (no training)")
+    protocols: list[Literal["format", "standard"]] | None = Field(
+        None, description="how this arm is judged: 'format' (the recipe's student format) and/or 'standard' "
+        "(zero-shot, EvalPlus instruction prompt). Default: a base arm both, a trained arm 'format' only")
+    train: TrainSection = Field(default_factory=TrainSection, description="overrides deep-merged onto the recipe's train section")
+    eval: EvalSection = Field(default_factory=EvalSection, description="overrides deep-merged onto the recipe's eval section")
+    description: str | None = None
+
+    def default_protocols(self) -> list[str]:
+        return ["format"]
+
+    def trains(self) -> bool:
+        return "train" in self.stages
+
+
+class BaseArm(ArmSpec):
+    """The student as packaged: judged, never trained."""
+
+    stages: ClassVar[tuple[str, ...]] = ("eval",)
+    kind: Literal["base"] = "base"
+    base: Literal[True] = True
+
+    def default_protocols(self) -> list[str]:
+        return ["standard", "format"]
+
+
+class TrainedArm(ArmSpec):
+    """A LoRA trained on the teach stage's examples with the arm's train overrides, then judged."""
+
+    stages: ClassVar[tuple[str, ...]] = ("train", "eval")
+    kind: Literal["trained"] = "trained"
+    base: Literal[False] = False
+
+
+# kind -> class. A new kind (dpo, pipeline): its class above, one line here, its stages in stages.py.
+ARM_KINDS: dict[str, type[ArmSpec]] = {"base": BaseArm, "trained": TrainedArm}
+
+
+def _arm_kind(v: Any) -> str:
+    if isinstance(v, dict):
+        return v.get("kind") or ("base" if v.get("base") else "trained")
+    return getattr(v, "kind", None) or ("base" if getattr(v, "base", False) else "trained")
+
+
+Arm = Annotated[Union[tuple(Annotated[cls, Tag(kind)] for kind, cls in ARM_KINDS.items())],
+                Discriminator(_arm_kind, custom_error_type="arm_kind",
+                              custom_error_message=f"unknown arm kind; the kinds are {', '.join(ARM_KINDS)}")]
+
+
+# ------------------------------------------------------------------------------------------ recipe
+
+SECTIONS = ("data", "teach", "train", "eval", "serve", "report")  # the recipe's per-stage parts
+
+
+class Recipe(BaseModel):
+    """A whole experiment. Sections hold the stage configs without their paths (the runner sets them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("experiment", description="shown in the report")
+    description: str | None = None
+    out_dir: str | None = Field(None, description="run directory (the CLI's --out wins; default runs/<name>)")
+    data_dir: str | None = Field(None, description="benchmark data folder for every stage (default: codistill's)")
+    smoke: bool = Field(False, description="a smoke run: the report says its numbers are not a result")
+    data: DataSection = Field(..., description="codistill data settings (PrepareConfig without out_dir)")
+    teach: TeachSection = Field(..., description="codistill teach settings (TeachConfig without out_dir/dataset)")
+    serve: ServeSpec = Field(default_factory=ServeSpec, description="local teacher when teach.teacher.base_url is null")
+    train: TrainSection = Field(default_factory=TrainSection, description="codistill train settings shared by the arms")
+    eval: EvalSection = Field(default_factory=EvalSection, description="codistill eval settings shared by the arms (EvalConfig without model/adapter)")
+    format: str | dict[str, Any] = Field("paper", description="the student format, declared once: how problems are "
+                                         "prompted and answers laid out, for training and for judging (a packaged "
+                                         "name: paper, paper-no-tests, code-only; or a mapping, see codistill.formats)")
+    primary_protocol: Literal["format", "standard"] = Field(
+        "format", description="the protocol declared primary before the run (the report leads with it); each "
+        "arm's primary-protocol eval is in arms/<arm>/eval, any other in arms/<arm>/eval@<protocol>")
+    arms: dict[str, Arm] = Field(..., min_length=1, description="arm name -> spec; e.g. base, cd, cd_sa")
+    report: ReportSection = Field(default_factory=ReportSection, description="baseline arm, title")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v):
+        from codistill.formats import get_format
+
+        get_format(v)
+        return v
+
+    def student_format(self):
+        from codistill.formats import get_format
+
+        return get_format(self.format)
+
+    def protocols(self, arm: str) -> list[str]:
+        spec = self.arms[arm]
+        return list(spec.protocols or spec.default_protocols())
+
+    @field_validator("arms")
+    @classmethod
+    def _names(cls, arms: dict[str, ArmSpec]) -> dict[str, ArmSpec]:
+        for name in arms:
+            if not name or not all(c.isalnum() or c in "-_." for c in name):
+                raise ValueError(f"arm name {name!r}: use letters, digits, '-', '_' or '.' (it names a folder)")
+        return arms

@@ -1,0 +1,299 @@
+"""The stages a recipe runs, registered in order: the runner's sequence is this registry.
+
+A :class:`Stage` has a scope: ``run`` stages run once, before the arms (data, teach, the budget
+guard); ``arm`` stages run for each arm whose kind lists them (``ArmSpec.stages``: train, eval);
+``end`` stages run once at the end, whatever stopped the arms (report). Each stage's ``run``
+builds its config from the recipe (:mod:`codistill.recipe.settings`), makes its key from the
+config's ``key()`` and the output hashes of what it reads, and calls the library function behind
+its verb inside ``runner.keyed(...)`` (skip when complete, resume, set aside when changed).
+Its ``checks`` say which config validates which settings, so a recipe is checked before its
+first stage runs. A new stage: its functions here and one :func:`register` call, in order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from codistill.recipe.manifest import _file_hash, _hash, _now
+from codistill.recipe.settings import _data_dict, _eval_dict, _student, _teach_dict, _train_dict
+from codistill.recipe.spec import TrainedArm
+
+if TYPE_CHECKING:
+    from codistill.recipe.runner import _Runner
+
+__all__ = ["Stage", "register", "stages", "stage_names", "Check", "data_config", "teach_config", "train_config",
+           "eval_config"]
+
+# (section named in messages, the config class, a thunk giving the settings it validates)
+Check = tuple[str, type, Callable[[], dict]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # its name in the manifest (arm stages: name:arm) and for --only
+    scope: Literal["run", "arm", "end"]
+    run: Callable[..., Any]  # run(runner) or, for an arm stage, run(runner, arm) -> its output hash
+    checks: Callable[..., Iterable[Check]] | None = None  # checks(recipe) or checks(recipe, arm)
+    needed: Callable[["_Runner"], bool] = lambda runner: True  # run stages: whether this run needs it
+    selectable: bool = True  # a name --only takes
+
+
+_REGISTRY: list[Stage] = []
+
+
+def register(stage: Stage, before: str | None = None) -> Stage:
+    """Add ``stage`` at the end of the sequence, or before the stage named ``before``."""
+    if any(s.name == stage.name for s in _REGISTRY):
+        raise ValueError(f"a stage named {stage.name!r} is registered already")
+    at = next((i for i, s in enumerate(_REGISTRY) if s.name == before), len(_REGISTRY)) if before else len(_REGISTRY)
+    _REGISTRY.insert(at, stage)
+    return stage
+
+
+def stages(scope: str | None = None) -> list[Stage]:
+    return [s for s in _REGISTRY if scope is None or s.scope == scope]
+
+
+def stage_names() -> tuple[str, ...]:
+    """The stages --only takes, in order."""
+    return tuple(s.name for s in _REGISTRY if s.selectable)
+
+
+class _Paused(Exception):
+    """Training ended before its last step (stop_at_step): the recipe continues on the next run."""
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def data_config(recipe, run: Path):
+    """The data stage's config and key."""
+    from codistill.data.prepare import PrepareConfig
+
+    cfg = PrepareConfig.model_validate(_data_dict(recipe, run / "data"))
+    return cfg, _hash(["data", cfg.key()])
+
+
+def _data(r: "_Runner") -> str:
+    from codistill.data.prepare import prepare_dataset
+
+    folder = r.run / "data"
+    cfg, key = data_config(r.recipe, r.run)
+
+    def go():
+        m = prepare_dataset(cfg)
+        return {"rows": m["counts"]["rows"], "problems": m["counts"]["problems"]}
+
+    return r.keyed("data", key, folder, go, lambda: _file_hash(folder / "rows.jsonl", folder / "problems.jsonl"))
+
+
+def _data_checks(recipe) -> Iterable[Check]:
+    from codistill.data.prepare import PrepareConfig
+
+    yield "data", PrepareConfig, lambda: _data_dict(recipe, Path("x"))
+
+
+# ------------------------------------------------------------------------------------------ teach
+
+
+def teach_config(recipe, run: Path, data_hash: str | None):
+    """The teach stage's config, key, and whether the runner serves the teacher itself."""
+    from codistill.teacher import TeachConfig
+
+    base, serve = _teach_dict(recipe, run)
+    cfg = TeachConfig.model_validate(base)
+    return cfg, _hash(["teach", cfg.key(), data_hash]), serve
+
+
+def _teach(r: "_Runner") -> str:
+    from codistill.teacher.teach import incomplete_error, teach
+
+    rec = r.recipe
+    folder = r.run / "teach"
+    cfg, key, serve = teach_config(rec, r.run, r.hashes["data"])
+
+    def go():
+        if not serve:
+            m = teach(cfg)
+        else:
+            from codistill.serving import start_server
+
+            s = rec.serve
+            r.console.print(f"starting the local teacher ({s.model}, {s.n_parallel} slots)")
+            with start_server(s.model, n_parallel=s.n_parallel, ctx=s.ctx, threads=s.threads, quiet=True) as srv:
+                m = teach(cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"base_url": srv.base_url})}))
+        # rows left to do (teacher errors) keep the stage from completing: the next run asks them again
+        err = incomplete_error(m, "the same `codistill run` command")
+        if err is not None:
+            raise err
+        c = m.get("counts", {})
+        if not c.get("train_rows"):
+            raise RuntimeError(f"the teach stage produced no training rows ({json.dumps(c)}); see {folder}")
+        return {k: c.get(k) for k in ("rows", "valid", "invalid", "train_rows", "teacher_errors")}
+
+    return r.keyed("teach", key, folder, go, lambda: _file_hash(folder / "train.jsonl"))
+
+
+def _teach_checks(recipe) -> Iterable[Check]:
+    from codistill.teacher import TeachConfig
+
+    yield "teach", TeachConfig, lambda: _teach_dict(recipe, Path("x"))[0]
+
+
+# ------------------------------------------------------------------------------------------ budget guard
+
+
+def _check_budget(r: "_Runner") -> dict | None:
+    """Before any arm is trained or judged: the eval budget against the training targets'
+    lengths in the run's format (what the trainer will store with each adapter), so a budget
+    too short for the trained arms stops the run now, not after hours of judging."""
+    from codistill.formats import ProtocolError, required_budget
+
+    rec = r.recipe
+    train_file = r.run / "teach" / "train.jsonl"
+    uses = [a for a in r.arms if "format" in rec.protocols(a)]
+    if not uses or not train_file.is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    from codistill.models import resolve_model
+    from codistill.training.config import DataConfig
+    from codistill.training.data import format_record, load_records
+
+    dcfg = DataConfig.model_validate(_train_dict(rec, TrainedArm(), Path("x"), str(train_file))["data"])
+    tok = AutoTokenizer.from_pretrained(str(resolve_model(_student(rec))))
+    result = format_record(load_records(train_file), tok, dcfg)
+    from codistill.evaluation.config import EvalConfig
+
+    st = result["generation_tokens"]
+    problems = []
+    for arm in uses:
+        ecfg = EvalConfig.model_validate(_eval_dict(rec, rec.arms[arm], None, "format"))
+        need = required_budget(st, ecfg.budget_margin)
+        if need is not None and ecfg.max_new_tokens < need and not ecfg.allow_short_budget:
+            problems.append(f"{arm}: max_new_tokens={ecfg.max_new_tokens} < {need} (margin {ecfg.budget_margin})")
+    if problems:
+        raise ProtocolError(
+            f"the eval budget is shorter than what the students are trained to write in format "
+            f"{result['format']['name']!r}: 99th percentile of the training targets (up to where generation may "
+            f"stop) = {st['p99']} tokens (median {st['p50']}, max {st['max']}); {'; '.join(problems)}. Raise "
+            "eval.max_new_tokens (--set eval.max_new_tokens=N), or set eval.allow_short_budget: true to judge "
+            "with the short budget on purpose (recorded)")
+    return result
+
+
+# ------------------------------------------------------------------------------------------ train
+
+
+def train_config(recipe, run: Path, arm: str, teach_hash: str | None):
+    """An arm's train config and key (the settings that change the update: TrainConfig.key)."""
+    from codistill.training.config import TrainConfig
+
+    cfg = TrainConfig.model_validate(_train_dict(recipe, recipe.arms[arm], run / "arms" / arm / "train",
+                                                 str(run / "teach" / "train.jsonl")))
+    return cfg, _hash(["train", cfg.key(), teach_hash])
+
+
+def _train(r: "_Runner", arm: str) -> str:
+    from codistill.training.trainer import train
+
+    folder = r.run / "arms" / arm / "train"
+    cfg, key = train_config(r.recipe, r.run, arm, r.hashes.get("teach"))
+
+    def go():
+        s = train(cfg)
+        if s.get("stopped_early") or not s.get("adapter_dir"):
+            raise _Paused(f"arm {arm}: training stopped at step {s.get('steps')} of {s.get('total_steps')}")
+        return {k: s.get(k) for k in ("steps", "total_steps", "dtype", "tokens_per_s", "peak_rss_gib", "wall_s")}
+
+    adapter = folder / "adapter"
+    out = r.keyed(f"train:{arm}", key, folder, go,
+                  lambda: _file_hash(adapter / "adapter_config.json", adapter / "adapter_model.safetensors"))
+    r.arm_hashes[arm]["adapter"] = out
+    return out
+
+
+def _train_checks(recipe, arm: str) -> Iterable[Check]:
+    from codistill.training.config import TrainConfig
+
+    spec = recipe.arms[arm]
+    yield f"arms.{arm}.train", TrainConfig, lambda: _train_dict(recipe, spec, Path("x"), "x")
+
+
+# ------------------------------------------------------------------------------------------ eval
+
+
+def _eval(r: "_Runner", arm: str) -> None:
+    rec = r.recipe
+    for protocol in sorted(rec.protocols(arm), key=lambda p: p != rec.primary_protocol):
+        _eval_protocol(r, arm, r.arm_hashes[arm].get("adapter"), protocol)
+
+
+def eval_config(recipe, run: Path, arm: str, protocol: str, adapter_hash: str | None):
+    """An arm's eval config under ``protocol``, its key and its compat key (the same generations:
+    run_eval keeps those of a run whose benchmarks or limit change)."""
+    from codistill.evaluation.config import EvalConfig
+
+    spec = recipe.arms[arm]
+    adapter = str(run / "arms" / arm / "train" / "adapter") if spec.trains() else None
+    cfg = EvalConfig.model_validate(_eval_dict(recipe, spec, adapter, protocol))
+    return cfg, _hash(["eval", cfg.key(), adapter_hash]), _hash(["eval", cfg.compat_key(), adapter_hash])
+
+
+def _eval_protocol(r: "_Runner", arm: str, adapter_hash: str | None, protocol: str) -> str:
+    from codistill.evaluation.run import run_eval
+
+    primary = protocol == r.recipe.primary_protocol
+    folder = r.run / "arms" / arm / ("eval" if primary else f"eval@{protocol}")
+    cfg, key, compat = eval_config(r.recipe, r.run, arm, protocol, adapter_hash)
+
+    def go():
+        res = run_eval(cfg, folder, progress=True)
+        return {b: {"pass@1": (v.get("pass@k") or {}).get("pass@1"), "tasks": v.get("tasks")}
+                for b, v in res.get("benchmarks", {}).items()}
+
+    name = f"eval:{arm}" if primary else f"eval:{arm}@{protocol}"
+    return r.keyed(name, key, folder, go, lambda: _file_hash(folder / "results.json"), compat=compat)
+
+
+def _eval_checks(recipe, arm: str) -> Iterable[Check]:
+    from codistill.evaluation.config import EvalConfig
+
+    spec = recipe.arms[arm]
+    # a trained arm is evaluated with its adapter: check the backend can apply one
+    for protocol in recipe.protocols(arm):
+        yield (f"arms.{arm}.eval", EvalConfig,
+               lambda protocol=protocol: _eval_dict(recipe, spec, "adapter" if spec.trains() else None, protocol))
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def _report(r: "_Runner") -> dict | None:
+    import time
+
+    if not r.wanted("report"):
+        return None
+    from codistill.report.build import write_report
+
+    r.console.rule("[bold]report")
+    t0 = time.perf_counter()
+    rep = write_report([r.run], out=r.run, baseline=r.recipe.report.baseline, title=r.recipe.report.title or r.recipe.name)
+    r.manifest.set("report", status="complete", finished=_now(), wall_s=round(time.perf_counter() - t0, 1))
+    return rep
+
+
+# ------------------------------------------------------------------------------------------ the sequence
+
+register(Stage("data", "run", _data, checks=_data_checks))
+register(Stage("teach", "run", _teach, checks=_teach_checks,
+               needed=lambda r: any(r.recipe.arms[a].trains() for a in r.arms)))
+register(Stage("budget", "run", _check_budget, selectable=False,
+               needed=lambda r: r.wanted("eval") or r.wanted("train")))
+register(Stage("train", "arm", _train, checks=_train_checks))
+register(Stage("eval", "arm", _eval, checks=_eval_checks))
+register(Stage("report", "end", _report))
