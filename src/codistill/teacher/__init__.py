@@ -9,7 +9,7 @@ Modules: ``teach`` (the stage: rows in, records out, resume, progress), ``config
 manifest, teacher errors), ``command`` (the ``codistill teach`` flags), ``templates``, ``parse``,
 ``leakage``.
 
-Teacher modes (``explain``, ``solve``, ``hierarchical``) live in :mod:`codistill.teacher.modes`, one
+Teacher modes (``explain``, ``solve``, ``hierarchical``, ``correction``) live in :mod:`codistill.teacher.modes`, one
 module each. A new mode is one new module there (a :class:`~codistill.teacher.modes.Mode` subclass
 with its ``spec`` and the hooks it needs, plus its prompt ``prompts/<name>.txt``) and one
 ``register(...)`` line in ``modes/__init__.py``; nothing else names a mode (see that module).

@@ -160,7 +160,7 @@ def template_echo(text: str, template_text: str, n: int = 8) -> str | None:
     (placeholders and the problem/solution are not part of ``template_text``), or None."""
     if n <= 0:
         return None
-    tpl = _WORDS.findall(re.sub(r"\{(problem|solution|entry_point)\}", " ", template_text.lower()))
+    tpl = _WORDS.findall(re.sub(r"\{[a-z_]+\}", " ", template_text.lower()))  # placeholders: not the template's words
     grams = {tuple(tpl[i:i + n]) for i in range(len(tpl) - n + 1)}
     words = _WORDS.findall(text.lower())
     for i in range(len(words) - n + 1):

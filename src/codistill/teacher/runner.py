@@ -15,9 +15,12 @@ from codistill.teacher.templates import PromptTemplate, render_context
 __all__ = ["ProblemRunner", "row_hash"]
 
 
-def row_hash(row: dict) -> str:
-    """What a cached answer was an answer to: the row's id, statement and reference."""
-    return sha256_json([row["id"], row["prompt"], row.get("code") or ""])[:16]
+def row_hash(row: dict, fields: dict | None = None) -> str:
+    """What a cached answer was an answer to: the row's id, statement and reference, and the
+    values of the mode's own prompt fields when it has any (:meth:`Mode.prompt_fields`; modes
+    without them keep the keys they always had)."""
+    parts = [row["id"], row["prompt"], row.get("code") or ""]
+    return sha256_json(parts + [fields] if fields else parts)[:16]
 
 
 class ProblemRunner:
@@ -41,7 +44,7 @@ class ProblemRunner:
         """The cache key of an attempt (see :mod:`codistill.teacher.cache`)."""
         p = self.params(attempt)
         key = {"teacher": self.cfg.teacher.model, "template": self.template.sha256, "params": p.model_dump(),
-               "row": row["id"], "row_hash": row_hash(row), "attempt": attempt}
+               "row": row["id"], "row_hash": row_hash(row, self.mode.prompt_fields(row)), "attempt": attempt}
         if self.cfg.teacher.extra_body:  # may change answers (top_k, ...); absent keeps old keys valid
             key["extra_body"] = self.cfg.teacher.extra_body
         return sha256_json(key)
@@ -62,8 +65,16 @@ class ProblemRunner:
         return text, usage, False
 
     def run(self, row: dict) -> dict:
+        """The row's record, as its mode makes it (:meth:`codistill.teacher.modes.Mode.run_row`;
+        by default :meth:`attempts`)."""
+        return self.mode.run_row(self, row)
+
+    def attempts(self, row: dict) -> dict:
+        """The attempt loop: ask, parse, let the mode judge, retry until the mode has enough valid
+        answers or ``max_attempts`` calls were made; the row's record."""
         cfg, mode = self.cfg, self.mode
-        prompt = self.template.render(row["prompt"], row.get("code"), row.get("entry_point"))
+        prompt = self.template.render(row["prompt"], row.get("code"), row.get("entry_point"),
+                                      fields=mode.prompt_fields(row))
         tokens = {"prompt": 0, "completion": 0}
         seconds = 0.0
         tried: list[dict] = []  # the attempt log

@@ -11,8 +11,11 @@ Modes
 answer worth keeping). :data:`MODES` maps every registered mode's name to its
 :class:`~codistill.teacher.modes.ModeSpec`.
 
-Placeholders in a template are ``{problem}``, ``{solution}`` and ``{entry_point}``; nothing else
-in the file is interpreted (braces in code examples are safe).
+Placeholders in a template are ``{problem}``, ``{solution}`` and ``{entry_point}``, plus the
+mode's own :attr:`ModeSpec.fields` (e.g. ``correction``'s ``{attempt}`` and ``{failure}``: the
+student's failed answer and the judge's report), whose values the mode takes from each row
+(:meth:`~codistill.teacher.modes.Mode.prompt_fields`); nothing else in the file is interpreted
+(braces in code examples are safe).
 
 Context layout (what the trainer gets as ``context``; :func:`render_context`): the sections in the
 mode's canonical order, each as a markdown heading ``### <Title>`` followed by its text, separated
@@ -43,6 +46,9 @@ class ModeSpec:
     required: tuple[str, ...]  # default required sections
     aliases: dict  # normalised heading text -> section
     stop: tuple[str, ...] = ()  # stop strings: small teachers tend to echo the prompt's next heading
+    # placeholders beyond problem/solution/entry_point that the template must hold, filled per row
+    # by Mode.prompt_fields (part of the cache key of every call: codistill.teacher.runner.row_hash)
+    fields: tuple[str, ...] = ()
 
 
 class _ModeSpecs(Mapping):
@@ -70,7 +76,11 @@ class _ModeSpecs(Mapping):
 
 MODES: Mapping[str, ModeSpec] = _ModeSpecs()
 
-_PLACEHOLDER = re.compile(r"\{(problem|solution|entry_point)\}")
+_BUILTIN_FIELDS = ("problem", "solution", "entry_point")
+
+
+def _placeholders(fields: tuple[str, ...] = ()) -> re.Pattern:
+    return re.compile(r"\{(" + "|".join(map(re.escape, _BUILTIN_FIELDS + tuple(fields))) + r")\}")
 
 
 @dataclass(frozen=True)
@@ -85,14 +95,21 @@ class PromptTemplate:
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
-    def render(self, problem: str, solution: str | None = None, entry_point: str | None = None) -> str:
+    def render(self, problem: str, solution: str | None = None, entry_point: str | None = None,
+               fields: Mapping[str, str] | None = None) -> str:
+        """The prompt; ``fields``: the values of the mode's own placeholders (:attr:`ModeSpec.fields`)."""
         spec = MODES[self.mode]
         if spec.needs_solution and not solution:
             raise ValueError(f"mode {self.mode!r} shows the teacher the reference solution, "
                              "but this problem has none (use mode 'solve' for problems without solutions)")
+        fields = dict(fields or {})
+        missing = [f for f in spec.fields if fields.get(f) is None]
+        if missing:
+            raise ValueError(f"mode {self.mode!r} needs {', '.join(missing)} for its prompt (none given)")
         values = {"problem": problem.strip(), "solution": (solution or "").strip("\n"),
-                  "entry_point": entry_point or "the required function"}
-        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.text)
+                  "entry_point": entry_point or "the required function",
+                  **{f: str(fields[f]).strip("\n") for f in spec.fields}}
+        return _placeholders(spec.fields).sub(lambda m: values[m.group(1)], self.text)
 
 
 def load_template(mode: str, path: str | Path | None = None) -> PromptTemplate:
@@ -112,6 +129,9 @@ def load_template(mode: str, path: str | Path | None = None) -> PromptTemplate:
         raise ValueError(f"template {source} has no {{problem}} placeholder")
     if MODES[mode].needs_solution and "{solution}" not in text:
         raise ValueError(f"template {source} for mode {mode!r} must show the reference via {{solution}}")
+    for f in MODES[mode].fields:
+        if "{" + f + "}" not in text:
+            raise ValueError(f"template {source} for mode {mode!r} has no {{{f}}} placeholder")
     return PromptTemplate(mode=mode, text=text, source=source)
 
 

@@ -9,15 +9,20 @@ One module per mode, one line each in the registry below:
                    passing samples are kept (rejection sampling) (:mod:`.solve`)
 ``hierarchical``   problem + reference in, ``<Generalized>`` / ``<Step>`` / ``<Key>`` out
                    (SuperCorrect-style), leakage as in explain (:mod:`.hierarchical`)
+``correction``     problem + a student's failed attempt + the judge's report in (LEMA), incorrect
+                   step, explanation, corrected solution and code out; the code is judged and
+                   kept only if it passes; rows come from ``codistill correct`` (:mod:`.correction`)
 =================  ==========================================================================
 
-Adding a mode (say ``correction``): write ``modes/correction.py`` with a :class:`Mode` subclass
+Adding a mode (say ``gist``): write ``modes/gist.py`` with a :class:`Mode` subclass
 that sets ``spec`` (a :class:`ModeSpec`: sections, their titles and heading aliases, required
 sections, whether the prompt shows the reference, stop strings) and overrides the hooks it needs
 (:meth:`Mode.select_rows`, :meth:`Mode.open`, :meth:`Mode.split`, :meth:`Mode.check`,
 :meth:`Mode.code`, :meth:`Mode.enough`, :meth:`Mode.finish`; see :class:`Mode`), put its prompt
-template in ``teacher/prompts/correction.txt`` (or override :meth:`Mode.template`), and add
-``register(CorrectionMode())`` below. ``TeachConfig.mode``, ``codistill teach --mode``, the parser
+template in ``teacher/prompts/gist.txt`` (or override :meth:`Mode.template`), and add
+``register(GistMode())`` below. A mode whose prompt shows more than the problem and the reference
+(a student's attempt) names its placeholders in ``ModeSpec.fields`` and fills them per row in
+:meth:`Mode.prompt_fields` (see ``correction``). ``TeachConfig.mode``, ``codistill teach --mode``, the parser
 (:func:`codistill.teacher.parse.parse_answer`), the templates (:func:`~codistill.teacher.templates.
 load_template`, :func:`~codistill.teacher.templates.render_context`) and the teach loop all read
 this registry; none of them names a mode.
@@ -26,6 +31,7 @@ this registry; none of them names a mode.
 from __future__ import annotations
 
 from codistill.teacher.modes.base import Mode, ModeSpec, RunContext, aliases, reject_attempt
+from codistill.teacher.modes.correction import CorrectionMode
 from codistill.teacher.modes.explain import ExplainMode
 from codistill.teacher.modes.hierarchical import HierarchicalMode
 from codistill.teacher.modes.solve import SolveMode
@@ -62,3 +68,4 @@ def get_mode(name: str) -> Mode:
 register(ExplainMode())
 register(SolveMode())
 register(HierarchicalMode())
+register(CorrectionMode())
