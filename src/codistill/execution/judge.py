@@ -242,6 +242,23 @@ class Judge:
             return self._judge_assert(problem, s, program)
         raise TypeError(f"unknown suite type {type(s).__name__}")
 
+    def call_limits(self, problem: Problem, s: CallTests) -> tuple[list[float] | None, float]:
+        """(per-case seconds or None, seconds for the whole run) of a call-based suite: what
+        :meth:`judge` allows a program there (EvalPlus's rule on the reference's times, computed
+        and cached on first use when the suite has no stored outputs). A suite without stored
+        outputs whose problem has no reference solution gets the judge's plain timeout."""
+        cfg = self.config
+        limits = s.time_limits
+        if s.outputs is None and not limits and problem.solutions:
+            gt = self._gt.get((problem.id, s.name))
+            if gt is None:
+                self.prepare([problem])
+                gt = self._gt[(problem.id, s.name)]
+            limits = [max(cfg.min_time_limit, cfg.gt_time_limit_factor * t) for t in gt["times"]]
+        if limits:
+            return limits, min(cfg.max_task_timeout, sum(limits)) + 1
+        return None, max(cfg.timeout_s, cfg.sandbox.timeout_s)
+
     def _judge_call(self, problem: Problem, s: CallTests, program: str) -> dict:
         cfg = self.config
         ref_failed: set[int] = set()
