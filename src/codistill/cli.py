@@ -1,8 +1,8 @@
 """The ``codistill`` command: a thin map from verbs to library functions.
 
 Every verb is one call into the library (see the function each handler calls), so anything the
-CLI does can be done from Python too. A verb with a config (data, teach, train, eval, judge,
-serve-teacher: :func:`config_flags`) has one flag per field of that config, generated when the
+CLI does can be done from Python too. A verb with a config (data, teach, correct, train, eval,
+judge, serve-teacher: :func:`config_flags`) has one flag per field of that config, generated when the
 verb runs (:mod:`codistill.cliargs`), plus ``--config FILE`` and ``--set KEY.PATH=VALUE``; a field
 added to the config is a flag with no edit here. Only flags named otherwise than their setting
 (kept from earlier command lines) are listed below, as aliases. ``python -m codistill`` is this
@@ -123,6 +123,23 @@ def config_flags() -> dict[str, ConfigFlags]:
                        "adapter was trained in (an adapter judged in another format or with fewer tokens than it was "
                        "trained to write is refused)"),
             Alias("data_dir", ("--data-dir",), help=_DATA_DIR_HELP),
+        )),
+        "correct": ConfigFlags("codistill.correct.config:CorrectConfig", section="correct",
+                               set_example="student.backend_options.n_parallel=4", aliases=(
+            Alias("data_dir", ("--data-dir",), help=_DATA_DIR_HELP),
+            Alias("student.model", ("--student",), help="the student model (its failures are corrected)"),
+            Alias("student.adapter", ("--adapter",)),
+            Alias("student.backend", ("--student-backend",)),
+            Alias("student.format", ("--format",), parse=_format_arg, metavar="FORMAT",
+                  help="the run's student format: paper (default), paper-no-tests, code-only, a YAML/JSON file, or "
+                       "`adapter` (the adapter's own)"),
+            Alias("sampling.n", ("--samples",), help="student attempts per problem"),
+            Alias("sampling.temperature", ("--temperature",)),
+            Alias("teacher.base_url", ("--base-url",)),
+            Alias("teacher.model", ("--teacher",), help="teacher model name (server alias, or GGUF for llamacpp)"),
+            Alias("teacher.concurrency", ("--concurrency",)),
+            Alias("teacher.timeout_s", ("--timeout",)),
+            Alias("teacher.max_retries", ("--retries",)),
         )),
         "judge": _judge_flags(),
         "demo": _judge_flags(),
@@ -283,6 +300,15 @@ def cmd_teach(args) -> int:
     return 0
 
 
+def cmd_correct(args) -> int:
+    from codistill.correct.command import run_command  # runs the stage, prints its summary, raises if failures are left
+
+    cfg = _config(args)
+    _log_lines()
+    run_command(cfg, args.out)
+    return 0
+
+
 def cmd_serve(args) -> int:
     import logging
 
@@ -358,6 +384,10 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-mb", type=int, default=None, help=argparse.SUPPRESS)  # accepted, unused (as before)
 
 
+def _correct_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
+
+
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--taco-path", help="path for a 'taco' source")
 
@@ -390,6 +420,10 @@ _TEACH_EPILOG = ("Exit status: 0 every row finished; 1 no row finished because e
                  "another error); 2 bad input or settings; 3 some rows finished, others got teacher errors. "
                  "Rows left to do are asked again by the same command.")
 
+_CORRECT_EPILOG = ("Exit status: 0 every failure got its correction (kept or dropped); 1 none did because every "
+                   "teacher call failed (or another error); 2 bad input or settings; 3 some failures got teacher "
+                   "errors. The same command resumes (stored attempts and corrections are kept).")
+
 # verb -> (help, its own flags, the function it runs, extra add_parser arguments); in --help order.
 # A verb listed in config_flags() also gets one flag per setting of its config.
 VERBS: dict[str, tuple[str, object, str, dict]] = {
@@ -404,6 +438,10 @@ VERBS: dict[str, tuple[str, object, str, dict]] = {
              "cmd_data", {"description": "Prepare a verified, decontaminated training set."}),
     "teach": ("teacher bridging contexts: explain / solve / hierarchical", None, "cmd_teach",
               {"description": "Generate teacher contexts (resumable).", "epilog": _TEACH_EPILOG}),
+    "correct": ("correction data (LEMA): the student's judged failures on the training problems, corrected by the "
+                "teacher, kept if the correction passes; lema and corrected-only training sets", _correct_args,
+                "cmd_correct", {"description": "Correction data from the student's mistakes (resumable).",
+                                "epilog": _CORRECT_EPILOG}),
     "serve-teacher": ("serve the packaged teacher GGUF on loopback (OpenAI-compatible)", None, "cmd_serve",
                       {"aliases": ["serve"], "description": "Run the teacher server in the foreground until "
                        "SIGINT/SIGTERM (python -m codistill.serving is the same)."}),
