@@ -12,6 +12,10 @@ One module per mode, one line each in the registry below:
 ``correction``     problem + a student's failed attempt + the judge's report in (LEMA), incorrect
                    step, explanation, corrected solution and code out; the code is judged and
                    kept only if it passes; rows come from ``codistill correct`` (:mod:`.correction`)
+``claer``          ELAD's revision: problem + reference + a student's reasoning steps in, a check
+                   of the steps, the first wrong one and the steps rewritten from it out; the
+                   context is the student's reasoning so revised; rows from ``codistill select``
+                   (:mod:`.claer`)
 =================  ==========================================================================
 
 Adding a mode (say ``gist``): write ``modes/gist.py`` with a :class:`Mode` subclass
@@ -31,6 +35,7 @@ this registry; none of them names a mode.
 from __future__ import annotations
 
 from codistill.teacher.modes.base import Mode, ModeSpec, RunContext, aliases, reject_attempt
+from codistill.teacher.modes.claer import ClaerMode
 from codistill.teacher.modes.correction import CorrectionMode
 from codistill.teacher.modes.explain import ExplainMode
 from codistill.teacher.modes.hierarchical import HierarchicalMode
@@ -69,3 +74,4 @@ register(ExplainMode())
 register(SolveMode())
 register(HierarchicalMode())
 register(CorrectionMode())
+register(ClaerMode())
