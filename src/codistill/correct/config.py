@@ -19,8 +19,8 @@ class StudentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(..., description="the student model: a packaged name, a local folder, or a server's "
-                       "model name (backend openai)")
+    model: str | None = Field(None, description="the student model: a packaged name, a local folder, or a "
+                              "server's model name (backend openai); required (a recipe gives its student)")
     adapter: str | None = Field(None, description="a LoRA adapter on the model (hf, llama-server)")
     backend: str = Field("hf", description="generation backend (codistill.backends: hf, llama-server, openai, "
                          "llamacpp)")
@@ -87,7 +87,7 @@ class CorrectConfig(BaseModel):
     limit: int | None = Field(None, ge=0, description="first N problems only")
     ids: list[str] | None = Field(None, description="only these problem ids")
     # the student's attempts
-    student: StudentConfig
+    student: StudentConfig = Field(default_factory=StudentConfig)
     sampling: StudentSampling = Field(default_factory=StudentSampling)
     failures_per_problem: int = Field(1, ge=1, description="distinct failed programs per problem shown to the "
                                       "teacher (the first ones in sample order)")
@@ -124,6 +124,9 @@ class CorrectConfig(BaseModel):
         if (self.dataset is None) == (self.benchmark is None):
             raise ValueError("give exactly one of dataset (a `codistill data` folder) or benchmark (a loader name)"
                              f"; got dataset={self.dataset!r}, benchmark={self.benchmark!r}")
+        if not self.student.model:
+            raise ValueError("student.model: give the student whose mistakes are corrected (codistill correct "
+                             "--student MODEL)")
         if self.mix_ratio is not None and self.context_data is None:
             raise ValueError("mix_ratio mixes correction rows with context-distillation rows: give context_data "
                              "(the teach stage's train.jsonl)")

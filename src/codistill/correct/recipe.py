@@ -1,0 +1,116 @@
+"""The correct stage in a recipe: its settings as the runner builds them, its run and checks (the
+shape of :mod:`codistill.recipe.stages`' stages), and the training data of the two correction arm
+kinds. :mod:`codistill.recipe` registers them (a ``correct:`` section, the arm kinds ``cd+lema`` and
+``cd+corrected-only``, one ``register(Stage("correct", ...))``); nothing here imports the recipe
+package at module level.
+
+The stage's settings are the recipe's ``correct:`` section plus what the runner sets:
+
+* ``dataset``: the run's ``data`` folder; ``context_data``: the teach stage's ``train.jsonl``;
+* ``student``: the recipe's student (the train section's model) in the recipe's ``format:``,
+  sampled with the eval section's backend and its options, batch size and dtype; the section's
+  ``student.*`` win (a ``student.backend`` of its own takes none of eval's backend options);
+* ``teacher``: the teach section's teacher (the same model; the local server started for the stage
+  when teach serves one), unless the section sets ``teacher.*``; ``cache_dir``: the run's teacher
+  cache (``cache/teach``, shared with the teach stage).
+
+Its key is the config's :meth:`~codistill.correct.config.CorrectConfig.key` with the data and
+teach stages' output hashes; its output hash covers the two mixed training sets, which the arms
+of kind ``cd+lema`` / ``cd+corrected-only`` train on (:func:`train_file`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CORRECTION_KINDS", "correct_checks", "correct_dict", "needed", "run_correct", "train_file"]
+
+# arm kind -> the training set (codistill.correct.rows.MIX_FILES) its arms train on
+CORRECTION_KINDS = {"cd+lema": "lema", "cd+corrected-only": "corrected-only"}
+
+
+def _section(recipe) -> dict:
+    from codistill.recipe.settings import _section_dict
+
+    return _section_dict(getattr(recipe, "correct", None))
+
+
+def correct_dict(recipe, run: Path) -> tuple[dict, bool]:
+    """The correct stage's CorrectConfig settings, and whether the runner serves the teacher."""
+    from codistill.overrides import deep_merge
+    from codistill.recipe.settings import _section_dict, _student, _teach_dict
+
+    teach, serve = _teach_dict(recipe, run)
+    section = _section(recipe)
+    ev = _section_dict(recipe.eval)
+    student = {"model": _student(recipe), "format": recipe.student_format().model_dump()}
+    own_backend = "backend" in (section.get("student") or {})  # then eval's backend options are not its
+    for k in ("batch_size", "dtype") if own_backend else ("backend", "backend_options", "batch_size", "dtype"):
+        if ev.get(k) is not None:
+            student[k] = ev[k]
+    base = {"dataset": str(run / "data"), "context_data": str(run / "teach" / "train.jsonl"),
+            "cache_dir": teach.get("cache_dir"), "student": student, "teacher": teach["teacher"]}
+    if teach.get("data_dir"):
+        base["data_dir"] = teach["data_dir"]
+    if (section.get("teacher") or {}).get("base_url"):
+        serve = False  # the section names its own server
+    return deep_merge(base, section), serve
+
+
+def correct_checks(recipe):
+    from codistill.correct.config import CorrectConfig
+
+    yield "correct", CorrectConfig, lambda: correct_dict(recipe, Path("x"))[0]
+
+
+def needed(r) -> bool:
+    """Only a run with an arm of a correction kind needs the stage."""
+    return any(getattr(r.recipe.arms[a], "kind", None) in CORRECTION_KINDS for a in r.arms)
+
+
+def train_file(recipe, run: Path, arm: str) -> tuple[str, str]:
+    """(the training file of ``arm``, the run stage whose output hash keys it): a correction arm
+    trains on its mixed set in ``correct/``, any other trained arm on ``teach/train.jsonl``."""
+    from codistill.correct.rows import MIX_FILES
+
+    variant = CORRECTION_KINDS.get(getattr(recipe.arms[arm], "kind", None))
+    if variant is None:
+        return str(run / "teach" / "train.jsonl"), "teach"
+    return str(run / "correct" / MIX_FILES[variant]), "correct"
+
+
+def run_correct(r) -> str:
+    """The stage: ``codistill correct`` on the run's data and teach outputs, inside ``r.keyed``."""
+    from codistill.correct.config import CorrectConfig
+    from codistill.correct.rows import MIX_FILES
+    from codistill.correct.stage import correct, incomplete_error
+    from codistill.recipe.manifest import _file_hash, _hash
+
+    folder = r.run / "correct"
+    d, serve = correct_dict(r.recipe, r.run)
+    cfg = CorrectConfig.model_validate(d)
+    key = _hash(["correct", cfg.key(), r.hashes.get("data"), r.hashes.get("teach")])
+
+    def go() -> dict[str, Any]:
+        if not serve:
+            m = correct(cfg, folder)
+        else:
+            from codistill.serving import start_server
+
+            s = r.recipe.serve
+            r.console.print(f"starting the local teacher ({s.model}, {s.n_parallel} slots)")
+            with start_server(s.model, n_parallel=s.n_parallel, ctx=s.ctx, threads=s.threads, quiet=True) as srv:
+                m = correct(cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"base_url": srv.base_url})}),
+                            folder)
+        err = incomplete_error(m, "the same `codistill run` command")
+        if err is not None:
+            raise err
+        c = m["counts"]
+        if not c["kept"]:
+            raise RuntimeError(f"the correct stage kept no correction ({json.dumps(c)}); see {folder}")
+        return {"problems": c["problems"], "failures": c["failures"], "kept": c["kept"], "dropped": c["dropped"],
+                "teacher_tokens": m["cost"]["teacher"]["total_tokens"], "mix": m["mix"]}
+
+    return r.keyed("correct", key, folder, go, lambda: _file_hash(*(folder / f for f in MIX_FILES.values())))
