@@ -228,12 +228,17 @@ def test_clear_errors(tmp_path):
 
 
 def test_command_line(tmp_path, judge, monkeypatch, capsys):
-    from codistill.select import command
+    from codistill.cli import main
 
     ds = _dataset(tmp_path / "data", ["mixed", "flat"])
     monkeypatch.setattr("codistill.select.run.make_student", lambda cfg, fmt: (Scripted(SAMPLES), None))
-    cfg = tmp_path / "select.yaml"
-    cfg.write_text(json.dumps({"dataset": ds, "model": "scripted", "format": FORMAT, "workers": 1}))
-    m = command.main(["--config", str(cfg), "--out", str(tmp_path / "o"), "--set", "budget=1", "--set", "k=4"])
+    fmt = tmp_path / "format.yaml"
+    fmt.write_text(json.dumps(FORMAT))
+    rc = main(["select", "--dataset", ds, "--model", "scripted", "--format", str(fmt), "--out", str(tmp_path / "o"),
+               "--budget", "1", "--k", "4", "--workers", "1", "--no-progress"])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert line["subsets"] == {"selected": 1, "random": 1} and m["subsets"]["selected"]["ids"] == ["mixed"]
+    assert rc == 0 and line["subsets"] == {"selected": 1, "random": 1} and line["cost"]["student_samples"] == 8
+    m = json.loads((tmp_path / "o" / "select_manifest.json").read_text())
+    assert m["subsets"]["selected"]["ids"] == ["mixed"] and m["config"]["budget"] == 1
+    assert main(["select", "--dataset", ds, "--model", "m", "--out", str(tmp_path / "p"), "--budget", "1.5"]) == 2
+    assert "budget" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """The ``codistill`` command: a thin map from verbs to library functions.
 
 Every verb is one call into the library (see the function each handler calls), so anything the
-CLI does can be done from Python too. A verb with a config (data, teach, correct, train, eval,
+CLI does can be done from Python too. A verb with a config (data, teach, correct, select, train, eval,
 judge, serve-teacher: :func:`config_flags`) has one flag per field of that config, generated when the
 verb runs (:mod:`codistill.cliargs`), plus ``--config FILE`` and ``--set KEY.PATH=VALUE``; a field
 added to the config is a flag with no edit here. Only flags named otherwise than their setting
@@ -56,6 +56,12 @@ def _format_arg(value: str | None):
 
         return yaml.safe_load(Path(value).read_text())
     return value
+
+
+def _budget_arg(value: str):
+    """--budget: a count (an integer, 100) or a fraction (0.5)."""
+    text = value.strip()
+    return int(text) if text.isdigit() else float(text)
 
 
 def _serve_model():
@@ -140,6 +146,17 @@ def config_flags() -> dict[str, ConfigFlags]:
             Alias("teacher.concurrency", ("--concurrency",)),
             Alias("teacher.timeout_s", ("--timeout",)),
             Alias("teacher.max_retries", ("--retries",)),
+        )),
+        "select": ConfigFlags("codistill.select.config:SelectConfig", section="select",
+                              set_example="backend_options.n_parallel=4", aliases=(
+            Alias("backend_options", ("--backend-option",), append=True, apply=_backend_options, metavar="KEY=VALUE",
+                  help="extra backend setting of the student, e.g. base_url=http://127.0.0.1:8080/v1 (repeatable)"),
+            Alias("format", ("--format",), parse=_format_arg, metavar="FORMAT",
+                  help="the run's student format: paper (default), paper-no-tests or a YAML/JSON file; it needs a "
+                       "reasoning section before the code"),
+            Alias("budget", ("--budget",), parse=_budget_arg, metavar="FRACTION|COUNT",
+                  help="problems kept: a fraction (0.5) or a count (100); the random control keeps as many"),
+            Alias("judge_timeout_s", ("--timeout",), help="seconds per assert/stdio program when judging"),
         )),
         "judge": _judge_flags(),
         "demo": _judge_flags(),
@@ -309,6 +326,15 @@ def cmd_correct(args) -> int:
     return 0
 
 
+def cmd_select(args) -> int:
+    from codistill.select.command import run_command  # runs the stage, prints its summary
+
+    cfg = _config(args)
+    _log_lines()
+    run_command(cfg, args.out, progress=not args.no_progress)
+    return 0
+
+
 def cmd_serve(args) -> int:
     import logging
 
@@ -388,6 +414,11 @@ def _correct_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
 
 
+def _select_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines")
+
+
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--taco-path", help="path for a 'taco' source")
 
@@ -442,6 +473,9 @@ VERBS: dict[str, tuple[str, object, str, dict]] = {
                 "teacher, kept if the correction passes; lema and corrected-only training sets", _correct_args,
                 "cmd_correct", {"description": "Correction data from the student's mistakes (resumable).",
                                 "epilog": _CORRECT_EPILOG}),
+    "select": ("active selection (ELAD): the student's uncertainty per training problem (outcome clusters of k "
+               "samples, step ablations); a budgeted subset by score and a random one as the control", _select_args,
+               "cmd_select", {"description": "Select training problems by the student's uncertainty (resumable)."}),
     "serve-teacher": ("serve the packaged teacher GGUF on loopback (OpenAI-compatible)", None, "cmd_serve",
                       {"aliases": ["serve"], "description": "Run the teacher server in the foreground until "
                        "SIGINT/SIGTERM (python -m codistill.serving is the same)."}),
