@@ -98,6 +98,15 @@ class LoggingConfig(_Strict):
     progress: bool = Field(True, description="show a rich progress bar in a terminal (main process only); progress lines (steps, rate, ETA, loss) are logged either way")
 
 
+class DPOSettings(_Strict):
+    """Direct preference optimisation on chosen/rejected pairs (training/objectives/dpo.py): the
+    pairs stage's ``pairs.jsonl`` is ``data.train_file``; ``epochs`` / ``max_steps`` set the passes."""
+
+    beta: float = Field(0.1, gt=0.0, description="β: how far the policy may move from the reference (the student DPO starts from); for ipo the regularisation τ")
+    loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="sigmoid: −log σ(β·((log π_c − log π_ref_c) − (log π_r − log π_ref_r))) (DPO); ipo: (Δ/n − 1/(2β))² with the log-ratios averaged per completion token (TRL's IPO)")
+    max_pairs: int | None = Field(None, ge=1, description="pairs budget: train on at most this many pairs, chosen by the order of sha256(seed:id) (stable when pairs are added); None: all")
+
+
 class TrainConfig(_Strict):
     """Everything the train stage needs. ``train(TrainConfig(...))`` runs it."""
 
@@ -120,6 +129,8 @@ class TrainConfig(_Strict):
     eval_every: int = Field(0, ge=0, description="validation losses every N steps (needs data.val_fraction > 0; 0: only at the end)")
     stop_at_step: int | None = Field(None, ge=1, description="end this invocation after this optimizer step, writing a checkpoint there (for time-sliced jobs; resume=True continues); the schedule still spans max_steps")
     resume: bool = Field(False, description="continue from the newest checkpoint in output_dir/checkpoints (same config required); starts fresh when there is none")
+    dpo: DPOSettings | None = Field(None, description="train with DPO on the pairs in data.train_file (the pairs stage's pairs.jsonl) instead of SFT; structure.* is not used then. None: SFT")
+    init_adapter: Path | None = Field(None, description="start from this LoRA adapter (a peft folder, e.g. an SFT arm's adapter/) instead of a fresh one; its own LoRA settings are kept (lora.* is not used). With dpo, the reference model is this starting student")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch; default: this process's share of the physical cores it may use, less those other processes keep busy at start (codistill.cpu.default_threads; CODISTILL_THREADS or OMP_NUM_THREADS set it too). On a machine shared with other busy jobs, 1 can be several times faster (measured 4-9x on a loaded 2-core VM: threads wait for each other at every operation when a core is taken)")
 
     @model_validator(mode="after")
@@ -145,16 +156,32 @@ class TrainConfig(_Strict):
         return cls.model_validate(data)
 
     def resolved(self) -> dict:
-        """JSON-ready dict of every field (what is saved beside checkpoints and adapters)."""
-        return self.model_dump(mode="json")
+        """JSON-ready dict of every field (what is saved beside checkpoints and adapters); the
+        fields of :data:`ABSENT_WHEN_UNSET` are left out while unset, so records written before
+        they existed still match (resume compares these dicts)."""
+        return _drop_unset(self.model_dump(mode="json"))
 
     def key(self) -> dict:
         """The stage's identity: every setting that changes the update. The fields in
         ``RESUME_FREE_FIELDS`` (saving, logging, threads, resume/stop) are out, and so is the
         training file's path (a recipe keys the file by its content hash)."""
-        d = self.model_dump(mode="json", exclude=RESUME_FREE_FIELDS)
+        d = _drop_unset(self.model_dump(mode="json", exclude=RESUME_FREE_FIELDS))
         d["data"]["train_file"] = None
+        if "init_adapter" in d:
+            d["init_adapter"] = "given"  # like the training file: a recipe keys the adapter by its content
         return d
+
+
+# fields added after keys were first written: absent from key() and resolved() while None, so the
+# keys and saved configs of runs that do not use them stay what they were
+ABSENT_WHEN_UNSET = ("dpo", "init_adapter")
+
+
+def _drop_unset(d: dict) -> dict:
+    for name in ABSENT_WHEN_UNSET:
+        if d.get(name) is None:
+            d.pop(name, None)
+    return d
 
 
 # fields that may change between a run and its resumption without breaking equivalence

@@ -153,7 +153,8 @@ def adapter_checksum(model: Any) -> tuple[str, float]:
 
 # ---------------------------------------------------------------------- the student
 def load_student(config: TrainConfig, dtype: str) -> tuple[Any, Any]:
-    """(peft model with a fresh LoRA adapter, tokenizer). LoRA weights are float32."""
+    """(peft model with a fresh LoRA adapter, or ``init_adapter`` loaded trainable, tokenizer).
+    LoRA weights are float32."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -169,6 +170,13 @@ def load_student(config: TrainConfig, dtype: str) -> tuple[Any, Any]:
     model.config.use_cache = False
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.init_adapter is not None:  # continue an adapter (e.g. DPO after SFT): its own LoRA settings
+        from peft import PeftModel
+
+        if not (Path(config.init_adapter) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"init_adapter {config.init_adapter} is not a peft adapter folder (no "
+                                    "adapter_config.json): give a trained arm's adapter/ folder")
+        return PeftModel.from_pretrained(model, str(config.init_adapter), is_trainable=True), tokenizer
     lcfg = config.lora
     targets: Any = lcfg.target_modules
     if targets == ["all-linear"]:

@@ -7,7 +7,8 @@ already, so recipes and stage keys do not change:
 - ``structure``: token cross-entropy + β·(1 − cos) on the α/β curriculum (``structure.py``);
   with ``structure.enabled = false`` the token-only arm (α = 1, β = 0);
 - ``hidden``: ``structure.mode = "hidden"``, a trained projection of the hidden states
-  (``hidden.py``).
+  (``hidden.py``);
+- ``dpo``: ``dpo`` set, DPO on chosen/rejected pairs against the starting student (``dpo.py``).
 
 Adding one, e.g. DPO: a new file ``objectives/dpo.py`` with an :class:`~.base.Objective`
 subclass (its ``data`` builds chosen/rejected pairs and its ``collator`` pads them; ``loss``
@@ -29,11 +30,14 @@ if TYPE_CHECKING:
 OBJECTIVES: dict[str, tuple[str, str]] = {
     "structure": ("codistill.training.objectives.structure", "StructureObjective"),
     "hidden": ("codistill.training.objectives.hidden", "HiddenStructureObjective"),
+    "dpo": ("codistill.training.objectives.dpo", "DPOObjective"),
 }
 
 
 def objective_name(config: TrainConfig) -> str:
     """The registry name the config asks for."""
+    if config.dpo is not None:
+        return "dpo"
     s = config.structure
     return "hidden" if s.enabled and s.mode == "hidden" else "structure"
 
