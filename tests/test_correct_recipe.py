@@ -76,3 +76,42 @@ def test_the_stage_runs_inside_the_runners_keyed_step(tmp_path, monkeypatch):
     r.hashes["teach"] = "t2"  # new context rows: a new key
     run_correct(r)
     assert calls[1][1] != key
+
+
+def test_a_recipe_with_correction_arms(tmp_path):
+    """Once codistill.recipe registers the stage (a `correct:` section, the arm kinds, the stage):
+    the arms train on their mixed sets, keyed by the correct stage's output."""
+    import pytest
+    import yaml
+
+    from codistill.recipe import spec as recipe_spec
+
+    if "cd+lema" not in recipe_spec.ARM_KINDS:
+        pytest.skip("codistill.recipe does not register the correct stage (yet)")
+    from codistill.recipe.stages import stage_names, train_config
+
+    raw = yaml.safe_load(Path(recipe_spec.__file__).parent.parent.joinpath("recipes", "paper-small.yaml").read_text())
+    raw["arms"] = {"base": {"base": True}, "cd": {"train": {"structure": {"enabled": False}}},
+                   "lema": {"kind": "cd+lema", "train": {"structure": {"enabled": False}}},
+                   "only": {"kind": "cd+corrected-only", "train": {"structure": {"enabled": False}}}}
+    raw["correct"] = {"mix_ratio": 0.5, "sampling": {"n": 2}}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    rec = load_recipe(str(path))
+    names = stage_names()
+    assert names.index("teach") < names.index("correct") < names.index("train")
+    run = tmp_path / "run"
+    lema, k1 = train_config(rec, run, "lema", "correct-hash")
+    only, _ = train_config(rec, run, "only", "correct-hash")
+    cd, _ = train_config(rec, run, "cd", "teach-hash")
+    assert str(lema.data.train_file) == str(run / "correct" / "train_cd_lema.jsonl")
+    assert str(only.data.train_file) == str(run / "correct" / "train_cd_corrected_only.jsonl")
+    assert str(cd.data.train_file) == str(run / "teach" / "train.jsonl")
+    assert k1 != train_config(rec, run, "lema", "other")[1]
+    cfg = CorrectConfig.model_validate(correct_dict(rec, run)[0])
+    assert cfg.mix_ratio == 0.5 and cfg.sampling.n == 2 and cfg.student.model == "qwen2.5-coder-0.5b"
+    assert needed(SimpleNamespace(recipe=rec, arms=["base", "lema"])) and not needed(SimpleNamespace(recipe=rec, arms=["cd"]))
+    raw["correct"] = {"mix_ratio": -1}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="mix_ratio"):
+        load_recipe(str(path))

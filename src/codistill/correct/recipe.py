@@ -17,6 +17,19 @@ The stage's settings are the recipe's ``correct:`` section plus what the runner 
 Its key is the config's :meth:`~codistill.correct.config.CorrectConfig.key` with the data and
 teach stages' output hashes; its output hash covers the two mixed training sets, which the arms
 of kind ``cd+lema`` / ``cd+corrected-only`` train on (:func:`train_file`).
+
+Registration (in :mod:`codistill.recipe`; tests/test_correct_recipe.py checks it once present):
+
+* ``spec.py``: ``CorrectSection = section_model(CorrectConfig, "CorrectSection")``; a ``Recipe``
+  field ``correct: CorrectSection = Field(default_factory=CorrectSection, ...)`` and ``"correct"``
+  in ``SECTIONS``; ``class LemaArm(TrainedArm): kind: Literal["cd+lema"] = "cd+lema"`` and
+  ``class CorrectedOnlyArm(TrainedArm): kind: Literal["cd+corrected-only"] = "cd+corrected-only"``
+  with their two ``ARM_KINDS`` entries;
+* ``stages.py``: ``register(Stage("correct", "run", run_correct, checks=correct_checks,
+  needed=needed))`` between teach and budget; ``train_config`` takes its file from
+  :func:`train_file` and ``_train`` keys it with ``r.hashes[train_file(...)[1]]`` (the teach
+  stage's hash for other arms: their keys do not change); the budget guard reads the training
+  files of the arms judged in the format (``train_file`` of each trained one).
 """
 
 from __future__ import annotations
@@ -60,9 +73,11 @@ def correct_dict(recipe, run: Path) -> tuple[dict, bool]:
 
 
 def correct_checks(recipe):
+    """The section checked against CorrectConfig, when an arm needs the stage."""
     from codistill.correct.config import CorrectConfig
 
-    yield "correct", CorrectConfig, lambda: correct_dict(recipe, Path("x"))[0]
+    if any(getattr(a, "kind", None) in CORRECTION_KINDS for a in (getattr(recipe, "arms", None) or {}).values()):
+        yield "correct", CorrectConfig, lambda: correct_dict(recipe, Path("x"))[0]
 
 
 def needed(r) -> bool:
