@@ -242,3 +242,22 @@ def test_command_line(tmp_path, judge, monkeypatch, capsys):
     assert m["subsets"]["selected"]["ids"] == ["mixed"] and m["config"]["budget"] == 1
     assert main(["select", "--dataset", ds, "--model", "m", "--out", str(tmp_path / "p"), "--budget", "1.5"]) == 2
     assert "budget" in capsys.readouterr().err
+
+
+def test_a_tiny_random_model_through_the_hf_backend(tmp_path, judge, tiny_llama_dir):
+    """The student built from the config (hf backend, the paper format through the chat template):
+    whatever a random model writes is sampled, split, ablated, judged and counted in tokens."""
+    from codistill.select import select
+
+    ds = _dataset(tmp_path / "data", ["mixed"])
+    cfg = _cfg(ds, model=str(tiny_llama_dir), format="paper", k=2, max_new_tokens=24, code_max_new_tokens=16,
+               max_steps=2, budget=1, batch_size=4)
+    m = select(cfg, tmp_path / "sel", judge=judge, progress=False)
+    (rec,) = read_jsonl(tmp_path / "sel" / "records.jsonl")
+    assert len(rec["samples"]) == 2 and all(s["tokens"] is not None and 0 < s["tokens"] <= 24 for s in rec["samples"])
+    sampled = sum(s["tokens"] for s in rec["samples"])
+    ablations = m["cost"]["step_ablations"] + m["cost"]["baseline_regenerations"]
+    # counted by re-tokenising each generated text; the backend's own count is at most the budgets
+    assert m["cost"]["generated_tokens"] >= sampled + ablations
+    assert 0 < m["cost"]["usage"]["completion_tokens"] <= 2 * 24 + 16 * ablations and m["cost"]["student_samples"] == 2
+    assert m["subsets"]["selected"]["ids"] == ["mixed"]
