@@ -79,8 +79,8 @@ def test_arms_have_kinds(tmp_path):
     assert [type(a) for a in r.arms.values()] == [BaseArm, BaseArm, TrainedArm, TrainedArm]
     assert r.arms["b2"].base and not r.arms["cd"].base and r.arms["cd"].trains() and not r.arms["base"].trains()
     assert r.protocols("base") == ["standard", "format"] and r.protocols("cd") == ["format"]
-    assert set(ARM_KINDS) == {"base", "trained"}
-    with pytest.raises(ValueError, match="arms.x: unknown arm kind; the kinds are base, trained"):
+    assert set(ARM_KINDS) == {"base", "trained", "pipeline"}
+    with pytest.raises(ValueError, match="arms.x: unknown arm kind; the kinds are base, trained, pipeline"):
         load_recipe(_write(tmp_path, arms={"x": {"kind": "dpo"}}))
     with pytest.raises(ValueError, match=r"arms\.x\.base"):
         load_recipe(_write(tmp_path, arms={"x": {"kind": "trained", "base": True}}))

@@ -30,7 +30,7 @@ from codistill.teacher import TeachConfig
 from codistill.training.config import TrainConfig
 
 __all__ = ["Section", "section_model", "DataSection", "TeachSection", "TrainSection", "EvalSection", "ReportSection",
-           "ServeSpec", "ArmSpec", "BaseArm", "TrainedArm", "ARM_KINDS", "Arm", "Recipe", "SECTIONS", "RECIPE_VERSION"]
+           "ServeSpec", "ArmSpec", "BaseArm", "TrainedArm", "PipelineArm", "ARM_KINDS", "Arm", "Recipe", "SECTIONS", "RECIPE_VERSION"]
 
 RECIPE_VERSION = 1
 
@@ -197,8 +197,35 @@ class TrainedArm(ArmSpec):
     base: Literal[False] = False
 
 
-# kind -> class. A new kind (dpo, pipeline): its class above, one line here, its stages in stages.py.
-ARM_KINDS: dict[str, type[ArmSpec]] = {"base": BaseArm, "trained": TrainedArm}
+class PipelineArm(ArmSpec):
+    """Reasoner→Coder (issue 17): a Reasoner writes ``plans`` plans per task from the statement,
+    the Coder writes ``codes_per_plan`` programs per plan; judged, never trained.
+
+    ``reasoner`` / ``coder``: ``student`` (the recipe's student as packaged), ``teacher`` (the
+    served teacher model, ``serve.model``), ``arm:<name>`` (a trained arm's adapter on the
+    student: a Reasoner is then prompted in its training format and stopped before its code; a
+    Coder is judged in the run's format), or any model name/path (``MODEL[+ADAPTER]`` for a
+    Reasoner). The Reasoner's sampling is set with the eval overrides (``eval:
+    {reasoner_temperature, reasoner_max_new_tokens}``)."""
+
+    stages: ClassVar[tuple[str, ...]] = ("eval",)
+    kind: Literal["pipeline"] = "pipeline"
+    base: Literal[False] = False
+    reasoner: str = Field(..., description="student | teacher | arm:<name> | MODEL[+ADAPTER]")
+    coder: str = Field("student", description="student | teacher | arm:<name> | MODEL")
+    plans: int = Field(1, ge=1, description="plans per task (M)")
+    codes_per_plan: int = Field(1, ge=1, description="programs per plan (T)")
+
+    def default_protocols(self) -> list[str]:
+        return ["format"] if self.coder.startswith("arm:") else ["standard"]
+
+    def arm_refs(self) -> list[str]:
+        """The trained arms whose adapters this arm uses."""
+        return [v[4:] for v in (self.reasoner, self.coder) if v.startswith("arm:")]
+
+
+# kind -> class. A new kind (dpo, ...): its class above, one line here, its stages in stages.py.
+ARM_KINDS: dict[str, type[ArmSpec]] = {"base": BaseArm, "trained": TrainedArm, "pipeline": PipelineArm}
 
 
 def _arm_kind(v: Any) -> str:
@@ -264,4 +291,12 @@ class Recipe(BaseModel):
         for name in arms:
             if not name or not all(c.isalnum() or c in "-_." for c in name):
                 raise ValueError(f"arm name {name!r}: use letters, digits, '-', '_' or '.' (it names a folder)")
+        names = list(arms)
+        for name, spec in arms.items():
+            for ref in getattr(spec, "arm_refs", lambda: [])():
+                if ref not in arms or not arms[ref].trains():
+                    raise ValueError(f"arm {name!r} uses arm:{ref}, which is not a trained arm of this recipe "
+                                     f"(trained arms: {', '.join(a for a in names if arms[a].trains()) or 'none'})")
+                if names.index(ref) > names.index(name):
+                    raise ValueError(f"arm {name!r} uses arm:{ref}: list {ref!r} before {name!r} (arms run in order)")
         return arms

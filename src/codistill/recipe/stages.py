@@ -233,15 +233,67 @@ def _eval(r: "_Runner", arm: str) -> None:
         _eval_protocol(r, arm, r.arm_hashes[arm].get("adapter"), protocol)
 
 
-def eval_config(recipe, run: Path, arm: str, protocol: str, adapter_hash: str | None):
+def _adapter_of(run: Path, arm: str) -> str:
+    return str(run / "arms" / arm / "train" / "adapter")
+
+
+def _role(recipe, run: Path, value: str) -> tuple[str, str | None]:
+    """A pipeline arm's ``reasoner`` / ``coder`` as (model, adapter)."""
+    from codistill.evaluation.config import split_model_spec
+
+    if value == "student":
+        return _student(recipe), None
+    if value == "teacher":
+        return recipe.serve.model, None
+    if value.startswith("arm:"):
+        return _student(recipe), _adapter_of(run, value[4:])
+    return split_model_spec(value)
+
+
+def _pipeline_dict(recipe, run: Path, spec, protocol: str) -> dict:
+    """A pipeline arm's eval settings: the Coder as the eval's model, the Reasoner as MODEL[+ADAPTER]."""
+    coder, coder_adapter = _role(recipe, run, spec.coder)
+    reasoner, reasoner_adapter = _role(recipe, run, spec.reasoner)
+    d = _eval_dict(recipe, spec, coder_adapter, protocol)
+    d.update(model=coder, strategy="reasoner-coder", plans=spec.plans, codes_per_plan=spec.codes_per_plan,
+             reasoner=reasoner + (f"+{reasoner_adapter}" if reasoner_adapter else ""))
+    return d
+
+
+def eval_config(recipe, run: Path, arm: str, protocol: str, adapter_hash: str | None,
+                ref_hashes: dict[str, str | None] | None = None):
     """An arm's eval config under ``protocol``, its key and its compat key (the same generations:
-    run_eval keeps those of a run whose benchmarks or limit change)."""
+    run_eval keeps those of a run whose benchmarks or limit change). A pipeline arm's key names its
+    Reasoner and Coder as the recipe does (``arm:cd``, not a path) plus the adapters' hashes
+    (``ref_hashes``: arm -> its adapter's output hash)."""
     from codistill.evaluation.config import EvalConfig
 
     spec = recipe.arms[arm]
-    adapter = str(run / "arms" / arm / "train" / "adapter") if spec.trains() else None
+    if spec.kind == "pipeline":
+        cfg = EvalConfig.model_validate(_pipeline_dict(recipe, run, spec, protocol))
+        ident = {"reasoner": spec.reasoner, "coder": spec.coder,
+                 "adapters": {a: (ref_hashes or {}).get(a) for a in spec.arm_refs()}}
+        key, compat = {**cfg.key(), **ident}, {**cfg.compat_key(), **ident}
+        return cfg, _hash(["eval", key, None]), _hash(["eval", compat, None])
+    adapter = _adapter_of(run, arm) if spec.trains() else None
     cfg = EvalConfig.model_validate(_eval_dict(recipe, spec, adapter, protocol))
     return cfg, _hash(["eval", cfg.key(), adapter_hash]), _hash(["eval", cfg.compat_key(), adapter_hash])
+
+
+def _ref_hashes(r: "_Runner", arm: str) -> dict[str, str | None]:
+    """The adapter hashes of the trained arms a pipeline arm uses: made in this call, or recorded
+    complete in the manifest (a ValueError naming the arm to train first otherwise)."""
+    out = {}
+    for ref in getattr(r.recipe.arms[arm], "arm_refs", lambda: [])():
+        h = (r.arm_hashes.get(ref) or {}).get("adapter")
+        if h is None:
+            rec = r.manifest.get(f"train:{ref}")
+            h = rec.get("output_hash") if rec.get("status") == "complete" else None
+        if h is None:
+            raise ValueError(f"arm {arm!r} uses arm:{ref}, which is not trained yet: run the recipe with arm {ref!r} "
+                             f"first (--arms {ref},{arm})")
+        out[ref] = h
+    return out
 
 
 def _eval_protocol(r: "_Runner", arm: str, adapter_hash: str | None, protocol: str) -> str:
@@ -249,7 +301,7 @@ def _eval_protocol(r: "_Runner", arm: str, adapter_hash: str | None, protocol: s
 
     primary = protocol == r.recipe.primary_protocol
     folder = r.run / "arms" / arm / ("eval" if primary else f"eval@{protocol}")
-    cfg, key, compat = eval_config(r.recipe, r.run, arm, protocol, adapter_hash)
+    cfg, key, compat = eval_config(r.recipe, r.run, arm, protocol, adapter_hash, _ref_hashes(r, arm))
 
     def go():
         res = run_eval(cfg, folder, progress=True)
@@ -266,6 +318,9 @@ def _eval_checks(recipe, arm: str) -> Iterable[Check]:
     spec = recipe.arms[arm]
     # a trained arm is evaluated with its adapter: check the backend can apply one
     for protocol in recipe.protocols(arm):
+        if spec.kind == "pipeline":
+            yield f"arms.{arm}", EvalConfig, lambda protocol=protocol: _pipeline_dict(recipe, Path("x"), spec, protocol)
+            continue
         yield (f"arms.{arm}.eval", EvalConfig,
                lambda protocol=protocol: _eval_dict(recipe, spec, "adapter" if spec.trains() else None, protocol))
 
