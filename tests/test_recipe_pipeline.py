@@ -33,6 +33,18 @@ def test_pipeline_arms_are_checked_at_load(tmp_path):
     rec = load_recipe(path)
     assert rec.arms["rc"].kind == "pipeline" and rec.protocols("rc") == ["format"]
     assert rec.arms["rc"].arm_refs() == ["cd", "cd"] and not rec.arms["rc"].trains()
+    # the arms run without --arms
+    raw = yaml.safe_load(path.read_text())
+    raw["default_arms"] = ["cd", "nope"]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=r"unknown arm\(s\) \['nope'\]"):
+        load_recipe(path)
+    from codistill.recipe.runner import _Runner
+
+    raw["default_arms"] = ["cd"]
+    path.write_text(yaml.safe_dump(raw))
+    assert _Runner(load_recipe(path), tmp_path / "r", None, None, None).arms == ["cd"]
+    assert _Runner(load_recipe(path), tmp_path / "r", None, None, ["rc"]).arms == ["rc"]
 
 
 def test_pipeline_arms_run_keyed_by_the_adapter_they_use(ml, tmp_path, tiny_llama_dir, server):  # noqa: F811

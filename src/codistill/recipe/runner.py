@@ -29,7 +29,7 @@ class _Runner:
         unknown = set(arms or []) - set(recipe.arms)
         if unknown:
             raise ValueError(f"unknown arm(s) {sorted(unknown)}; the recipe has {sorted(recipe.arms)}")
-        self.arms = arms or list(recipe.arms)
+        self.arms = arms or list(recipe.default_arms or recipe.arms)
         self.hashes: dict[str, str | None] = {}  # run stage -> its output hash
         self.arm_hashes: dict[str, dict[str, str | None]] = {a: {} for a in self.arms}  # arm -> what its stages made
 

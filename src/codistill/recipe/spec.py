@@ -266,6 +266,8 @@ class Recipe(BaseModel):
         "format", description="the protocol declared primary before the run (the report leads with it); each "
         "arm's primary-protocol eval is in arms/<arm>/eval, any other in arms/<arm>/eval@<protocol>")
     arms: dict[str, Arm] = Field(..., min_length=1, description="arm name -> spec; e.g. base, cd, cd_sa")
+    default_arms: list[str] | None = Field(None, description="the arms `codistill run` runs when --arms is not "
+                                           "given (default: all); the others run on request")
     report: ReportSection = Field(default_factory=ReportSection, description="baseline arm, title")
 
     @field_validator("format")
@@ -284,6 +286,14 @@ class Recipe(BaseModel):
     def protocols(self, arm: str) -> list[str]:
         spec = self.arms[arm]
         return list(spec.protocols or spec.default_protocols())
+
+    @field_validator("default_arms")
+    @classmethod
+    def _known_default_arms(cls, v, info):
+        unknown = [a for a in v or [] if a not in (info.data.get("arms") or {})]
+        if unknown:
+            raise ValueError(f"unknown arm(s) {unknown}; the recipe has {list(info.data.get('arms') or {})}")
+        return v
 
     @field_validator("arms")
     @classmethod
