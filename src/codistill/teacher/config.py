@@ -49,7 +49,7 @@ class TeachConfig(BaseModel):
 
     out_dir: str = Field(..., description="run directory for contexts, cache, train set, manifest")
     mode: str = Field("explain", description="teacher mode: a name registered in codistill.teacher.modes "
-                      "(explain, solve, hierarchical)")
+                      "(explain, solve, hierarchical, correction, reverse)")
     dataset: str | None = Field(None, description="a folder written by `codistill data` (rows.jsonl, problems.jsonl)")
     benchmark: str | None = Field(None, description="or a load_benchmark name (no verification/decontamination)")
     benchmark_kwargs: dict = Field(default_factory=dict)
@@ -72,6 +72,9 @@ class TeachConfig(BaseModel):
                                 "at least every 30 s: rows done/total, rate, ETA)")
     order_seed: int | None = Field(None, description="process rows in a random order with this seed (so a "
                                    "partial run covers every source); outputs keep the dataset order")
+    mode_options: dict = Field(default_factory=dict, description="settings of the mode itself, checked by the "
+                               "mode's own schema (Mode.options; e.g. reverse: scorer, format, rounds); modes "
+                               "without options take none")
 
     @field_validator("mode")
     @classmethod
@@ -81,6 +84,24 @@ class TeachConfig(BaseModel):
         if name not in MODE_REGISTRY:
             raise ValueError(f"unknown teacher mode {name!r}; choose one of {', '.join(MODE_REGISTRY)}")
         return name
+
+    @model_validator(mode="after")
+    def _mode_options(self) -> "TeachConfig":
+        from codistill.teacher.modes import get_mode
+
+        mode = get_mode(self.mode)
+        if mode.options is None:
+            if self.mode_options:
+                raise ValueError(f"teacher mode {self.mode!r} takes no mode_options (got {', '.join(self.mode_options)})")
+        else:
+            from pydantic import ValidationError
+
+            try:
+                mode.options.model_validate(self.mode_options)
+            except ValidationError as e:
+                where = "; ".join(f"mode_options.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+                raise ValueError(f"teacher mode {self.mode!r}: {where}") from None
+        return self
 
     @field_validator("benchmark")
     @classmethod
@@ -99,6 +120,8 @@ class TeachConfig(BaseModel):
         """The stage's identity: what the teacher is asked and how answers are kept (the dataset
         enters a recipe's key through its content hash)."""
         d = self.model_dump(exclude=self.LOCATION_FIELDS)
+        if not d["mode_options"]:
+            del d["mode_options"]  # absent when unused: keys written before it existed stay valid
         d["teacher"] = {k: v for k, v in d["teacher"].items() if k not in self.TRANSPORT_FIELDS}
         return d
 

@@ -29,7 +29,8 @@ Files in ``out_dir``:
   (explain/hierarchical) or the passing teacher code (solve).
 * ``teach_manifest.json`` — config, counts (valid, failures by reason, leakage rejections, cache
   hits, teacher calls), tokens, time, tokens/s, contexts/min, cost (when prices are given), and
-  the leakage distribution.
+  the leakage distribution; ``mode_summary`` when the mode adds one (:meth:`~codistill.teacher.
+  modes.Mode.summarize`; ``reverse``: PPL before/after, ΔPPL, leakage, their correlation).
 
 Teacher errors (the server unreachable after the client's retries, an HTTP error, an empty
 answer — :class:`EmptyAnswerError`, never cached, so an outage does not become permanent) do not
@@ -122,11 +123,16 @@ def load_rows(cfg: TeachConfig) -> tuple[list[dict], dict]:
 
 
 def _run_key(cfg: TeachConfig, template: PromptTemplate) -> str:
-    """What makes a finished record reusable on resume (the parser version is checked separately)."""
-    return sha256_json({"mode": cfg.mode, "teacher": cfg.teacher.model, "template": template.sha256,
-                        "sampling": cfg.sampling.model_dump(), "validation": cfg.validation.model_dump(),
-                        "max_attempts": cfg.max_attempts, "keep_passing": cfg.keep_passing,
-                        "leakage": [cfg.leakage_threshold, cfg.leakage_n, leak.LEAKAGE_VERSION]})
+    """What makes a finished record reusable on resume (the parser version is checked separately);
+    a mode adds what its records depend on beyond these (:meth:`~codistill.teacher.modes.Mode.run_key`)."""
+    key = {"mode": cfg.mode, "teacher": cfg.teacher.model, "template": template.sha256,
+           "sampling": cfg.sampling.model_dump(), "validation": cfg.validation.model_dump(),
+           "max_attempts": cfg.max_attempts, "keep_passing": cfg.keep_passing,
+           "leakage": [cfg.leakage_threshold, cfg.leakage_n, leak.LEAKAGE_VERSION]}
+    extra = get_mode(cfg.mode).run_key(cfg)
+    if extra is not None:  # absent for modes without: their keys stay as they were
+        key["mode_key"] = extra
+    return sha256_json(key)
 
 
 def teach(config: TeachConfig | dict) -> dict:
@@ -198,6 +204,9 @@ def _teach(cfg: TeachConfig, out: Path) -> dict:
         write_dataset(out / "train_dataset", train)
     manifest = build_manifest(cfg, template, rows, records, train, client, cache, errors, counts["new"],
                               counts["fresh"], wall, run_key, out / "teach_manifest.json")
+    summary = mode.summarize(run, records)
+    if summary is not None:
+        manifest["mode_summary"] = summary
     atomic_write_json(out / "teach_manifest.json", manifest)
     if errors:
         log.warning("%s", describe_teacher_errors(manifest))

@@ -12,10 +12,17 @@ One module per mode, one line each in the registry below:
 ``correction``     problem + a student's failed attempt + the judge's report in (LEMA), incorrect
                    step, explanation, corrected solution and code out; the code is judged and
                    kept only if it passes; rows come from ``codistill correct`` (:mod:`.correction`)
+``reverse``        REER: an explain (or the student's own) draft refined segment by segment by teacher
+                   rewrites kept only when they lower PPL(reference | problem, z) under a scorer
+                   model (the student); leakage-capped; options in ``mode_options`` (:mod:`.reverse`)
 ``claer``          ELAD's revision: problem + reference + a student's reasoning steps in, a check
                    of the steps, the first wrong one and the steps rewritten from it out; the
                    context is the student's reasoning so revised; rows from ``codistill select``
                    (:mod:`.claer`)
+``first_error``    SuperCorrect for code: problem + reference + a student's steps, failing code and
+                   the judge's report in; the first wrong step, the steps rewritten from it and the
+                   code out; kept only if the chosen answer passes; rows from ``codistill pairs``
+                   (:mod:`.first_error`)
 =================  ==========================================================================
 
 Adding a mode (say ``gist``): write ``modes/gist.py`` with a :class:`Mode` subclass
@@ -30,6 +37,12 @@ template in ``teacher/prompts/gist.txt`` (or override :meth:`Mode.template`), an
 (:func:`codistill.teacher.parse.parse_answer`), the templates (:func:`~codistill.teacher.templates.
 load_template`, :func:`~codistill.teacher.templates.render_context`) and the teach loop all read
 this registry; none of them names a mode.
+
+A mode that needs more than one answer per row (a search with more teacher calls and a scorer)
+overrides :meth:`Mode.run_row` (the default runs the attempt loop), declares its settings as
+:attr:`Mode.options` (a pydantic model checking ``TeachConfig.mode_options``), its part of the
+resume key in :meth:`Mode.run_key`, and its manifest block in :meth:`Mode.summarize` (see
+``reverse``).
 """
 
 from __future__ import annotations
@@ -38,7 +51,9 @@ from codistill.teacher.modes.base import Mode, ModeSpec, RunContext, aliases, re
 from codistill.teacher.modes.claer import ClaerMode
 from codistill.teacher.modes.correction import CorrectionMode
 from codistill.teacher.modes.explain import ExplainMode
+from codistill.teacher.modes.first_error import FirstErrorMode
 from codistill.teacher.modes.hierarchical import HierarchicalMode
+from codistill.teacher.modes.reverse import ReverseMode
 from codistill.teacher.modes.solve import SolveMode
 
 __all__ = ["MODE_REGISTRY", "Mode", "ModeSpec", "RunContext", "aliases", "get_mode", "register", "reject_attempt",
@@ -75,3 +90,5 @@ register(SolveMode())
 register(HierarchicalMode())
 register(CorrectionMode())
 register(ClaerMode())
+register(FirstErrorMode())
+register(ReverseMode())
