@@ -332,3 +332,17 @@ def test_a_format_without_reasoning_before_the_code_is_refused(tmp_path, server,
     with pytest.raises(ValueError, match="no reasoning section before the code"):
         teach(_cfg(tmp_path, server.url, ds, mode="reverse",
                    mode_options={"scorer": {"model": "scripted"}, "format": "code-only"}))
+
+
+def test_drafts_share_the_cache_with_an_explain_run(tmp_path, server, scripted):  # noqa: F811
+    _rewrites(server)
+    ds = _dataset(tmp_path / "data", [_problem("good")])
+    cache = str(tmp_path / "cache")
+    teach(_cfg(tmp_path, server.url, ds, cache_dir=cache, out_dir=str(tmp_path / "explain")))
+    assert len(server.requests) == 1
+    teach(_cfg(tmp_path, server.url, ds, mode="reverse", cache_dir=cache,
+               mode_options={"scorer": {"model": "scripted"}, "max_rounds": 1}))
+    assert len(server.requests) == 1 and server.rewrites  # the draft from the explain run's answer
+    r = next(read_jsonl(tmp_path / "run" / "contexts.jsonl"))
+    e = next(read_jsonl(tmp_path / "explain" / "contexts.jsonl"))
+    assert r["raw"] == e["raw"] and r["reverse"]["draft_context"] == e["context"]
