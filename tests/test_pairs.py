@@ -85,6 +85,15 @@ class Teacher:
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
         self.lock = threading.Lock()
 
+    def student(self, body):
+        """/v1/completions: the student (backend openai, raw completion prompts)."""
+        answers = STUDENT[re.search(r"\[\[(\w+)\]\]", body["prompt"]).group(1)]
+        n = body.get("n") or 1
+        return 200, {"id": "s", "object": "text_completion", "model": body.get("model"),
+                     "usage": {"prompt_tokens": 5, "completion_tokens": 9 * n},
+                     "choices": [{"index": i, "text": answers[min(i, len(answers) - 1)], "finish_reason": "stop"}
+                                 for i in range(n)]}
+
     def answer(self, body):
         prompt = body["messages"][-1]["content"]
         pid = re.search(r"\[\[(\w+)\]\]", prompt).group(1)
@@ -106,7 +115,7 @@ def teacher():
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            send_json(self, *t.answer(body))
+            send_json(self, *(t.student if self.path.endswith("/v1/completions") else t.answer)(body))
 
         def log_message(self, *a):
             pass
@@ -239,3 +248,18 @@ def test_pairs_load_as_dpo_examples_in_the_runs_format(tmp_path, teacher, smollm
     inc = next(e for e in examples if e.id == "inc#s0")
     assert smollm2_tok.decode(inc.chosen).startswith("2. Add one") and smollm2_tok.decode(inc.rejected).startswith(
         "2. Add two")
+
+
+def test_the_command_line_with_a_served_student(tmp_path, teacher, capsys):
+    from codistill.cli import main
+
+    fmt = tmp_path / "format.yaml"
+    fmt.write_text("base: paper\nprompt_mode: completion\n")
+    args = ["pairs", "--dataset", _dataset(tmp_path / "data"), "--student", "served", "--student-backend", "openai",
+            "--set", f"student.backend_options.base_url={teacher.url}", "--format", str(fmt), "--samples", "1",
+            "--base-url", teacher.url, "--retries", "0", "--max-attempts", "1"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["counts"]["pairs"] == 2 and summary["counts"]["samples"] == 4
+    assert summary["cost"]["student"]["completion_tokens"] == 4 * 9 and summary["files"]["pairs"] == "pairs.jsonl"
+    assert summary["cost"]["teacher"]["total_tokens"] == sum(teacher.usage.values())

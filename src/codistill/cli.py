@@ -116,6 +116,9 @@ def config_flags() -> dict[str, ConfigFlags]:
             Alias("data.train_file", ("--train-file",)),
             Alias("structure.enabled", ("--no-structure",), const=False, help="token loss only (the `cd` arm)"),
             Alias("resume", ("--resume",), help="continue from the last checkpoint in --out"),
+            Alias("dpo", ("--dpo",), const={}, help="DPO on the pairs in --train-file (a `codistill pairs` "
+                  "pairs.jsonl) instead of SFT; its settings: --set dpo.beta=0.1, dpo.loss_type=ipo, dpo.max_pairs=N; "
+                  "--init-adapter continues an SFT adapter (then the reference is that adapter)"),
         )),
         "eval": ConfigFlags("codistill.evaluation.config:EvalConfig", section="eval",
                             set_example="backend_options.n_parallel=8", aliases=(
@@ -139,6 +142,23 @@ def config_flags() -> dict[str, ConfigFlags]:
             Alias("student.format", ("--format",), parse=_format_arg, metavar="FORMAT",
                   help="the run's student format: paper (default), paper-no-tests, code-only, a YAML/JSON file, or "
                        "`adapter` (the adapter's own)"),
+            Alias("sampling.n", ("--samples",), help="student attempts per problem"),
+            Alias("sampling.temperature", ("--temperature",)),
+            Alias("teacher.base_url", ("--base-url",)),
+            Alias("teacher.model", ("--teacher",), help="teacher model name (server alias, or GGUF for llamacpp)"),
+            Alias("teacher.concurrency", ("--concurrency",)),
+            Alias("teacher.timeout_s", ("--timeout",)),
+            Alias("teacher.max_retries", ("--retries",)),
+        )),
+        "pairs": ConfigFlags("codistill.pairs.config:PairsConfig", section="pairs",
+                             set_example="student.backend_options.n_parallel=4", aliases=(
+            Alias("data_dir", ("--data-dir",), help=_DATA_DIR_HELP),
+            Alias("student.model", ("--student",), help="the student the DPO starts from (its failures become pairs)"),
+            Alias("student.adapter", ("--adapter",), help="its adapter (hsft+DPO, cd+DPO: the SFT adapter)"),
+            Alias("student.backend", ("--student-backend",)),
+            Alias("student.format", ("--format",), parse=_format_arg, metavar="FORMAT",
+                  help="the run's student format: paper (default), paper-no-tests, a YAML/JSON file, or `adapter` "
+                       "(the adapter's own); it needs a reasoning section before the code"),
             Alias("sampling.n", ("--samples",), help="student attempts per problem"),
             Alias("sampling.temperature", ("--temperature",)),
             Alias("teacher.base_url", ("--base-url",)),
@@ -326,6 +346,15 @@ def cmd_correct(args) -> int:
     return 0
 
 
+def cmd_pairs(args) -> int:
+    from codistill.pairs.command import run_command  # runs the stage, prints its summary, raises if failures are left
+
+    cfg = _config(args)
+    _log_lines()
+    run_command(cfg, args.out)
+    return 0
+
+
 def cmd_select(args) -> int:
     from codistill.select.command import run_command  # runs the stage, prints its summary
 
@@ -414,6 +443,10 @@ def _correct_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
 
 
+def _pairs_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
+
+
 def _select_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (resumed if it exists)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
@@ -455,6 +488,10 @@ _CORRECT_EPILOG = ("Exit status: 0 every failure got its correction (kept or dro
                    "teacher call failed (or another error); 2 bad input or settings; 3 some failures got teacher "
                    "errors. The same command resumes (stored attempts and corrections are kept).")
 
+_PAIRS_EPILOG = ("Exit status: 0 every failure got its correction (a pair kept, or dropped); 1 none did because "
+                 "every teacher call failed (or another error); 2 bad input or settings; 3 some failures got teacher "
+                 "errors. The same command resumes (stored attempts and corrections are kept).")
+
 # verb -> (help, its own flags, the function it runs, extra add_parser arguments); in --help order.
 # A verb listed in config_flags() also gets one flag per setting of its config.
 VERBS: dict[str, tuple[str, object, str, dict]] = {
@@ -473,6 +510,10 @@ VERBS: dict[str, tuple[str, object, str, dict]] = {
                 "teacher, kept if the correction passes; lema and corrected-only training sets", _correct_args,
                 "cmd_correct", {"description": "Correction data from the student's mistakes (resumable).",
                                 "epilog": _CORRECT_EPILOG}),
+    "pairs": ("DPO pairs (SuperCorrect): the student's judged failures, the teacher's correction of the first "
+              "wrong step (kept if the chosen answer passes); pairs.jsonl for `codistill train --dpo`", _pairs_args,
+              "cmd_pairs", {"description": "Preference pairs from the student's mistakes (resumable).",
+                            "epilog": _PAIRS_EPILOG}),
     "select": ("active selection (ELAD): the student's uncertainty per training problem (outcome clusters of k "
                "samples, step ablations); a budgeted subset by score and a random one as the control", _select_args,
                "cmd_select", {"description": "Select training problems by the student's uncertainty (resumable)."}),
