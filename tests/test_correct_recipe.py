@@ -91,6 +91,7 @@ def test_a_recipe_with_correction_arms(tmp_path):
     from codistill.recipe.stages import stage_names, train_config
 
     raw = yaml.safe_load(Path(recipe_spec.__file__).parent.parent.joinpath("recipes", "paper-small.yaml").read_text())
+    raw.pop("default_arms", None)  # the arms are replaced below
     raw["arms"] = {"base": {"base": True}, "cd": {"train": {"structure": {"enabled": False}}},
                    "lema": {"kind": "cd+lema", "train": {"structure": {"enabled": False}}},
                    "only": {"kind": "cd+corrected-only", "train": {"structure": {"enabled": False}}}}

@@ -24,13 +24,15 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, field_validator, model_serializer
 
+from codistill.correct.config import CorrectConfig
 from codistill.data.prepare import PrepareConfig
 from codistill.evaluation.config import EvalConfig
 from codistill.teacher import TeachConfig
 from codistill.training.config import TrainConfig
 
 __all__ = ["Section", "section_model", "DataSection", "TeachSection", "TrainSection", "EvalSection", "ReportSection",
-           "ServeSpec", "ArmSpec", "BaseArm", "TrainedArm", "PipelineArm", "ARM_KINDS", "Arm", "Recipe", "SECTIONS", "RECIPE_VERSION"]
+           "CorrectSection", "ServeSpec", "ArmSpec", "BaseArm", "TrainedArm", "PipelineArm", "LemaArm",
+           "CorrectedOnlyArm", "ARM_KINDS", "Arm", "Recipe", "SECTIONS", "RECIPE_VERSION"]
 
 RECIPE_VERSION = 1
 
@@ -129,6 +131,7 @@ DataSection = section_model(PrepareConfig, "DataSection")
 TeachSection = section_model(TeachConfig, "TeachSection")
 TrainSection = section_model(TrainConfig, "TrainSection")
 EvalSection = section_model(EvalConfig, "EvalSection")
+CorrectSection = section_model(CorrectConfig, "CorrectSection")
 
 
 class ReportSection(BaseModel):
@@ -224,8 +227,23 @@ class PipelineArm(ArmSpec):
         return [v[4:] for v in (self.reasoner, self.coder) if v.startswith("arm:")]
 
 
+class LemaArm(TrainedArm):
+    """cd + LEMA: trained on the teach stage's rows plus the correct stage's correction rows (incorrect
+    step, explanation of the error, corrected solution: ``correct/train_cd_lema.jsonl``), then judged."""
+
+    kind: Literal["cd+lema"] = "cd+lema"
+
+
+class CorrectedOnlyArm(TrainedArm):
+    """The LEMA ablation: the same corrected solutions without the error and its explanation
+    (``correct/train_cd_corrected_only.jsonl``), then judged."""
+
+    kind: Literal["cd+corrected-only"] = "cd+corrected-only"
+
+
 # kind -> class. A new kind (dpo, ...): its class above, one line here, its stages in stages.py.
-ARM_KINDS: dict[str, type[ArmSpec]] = {"base": BaseArm, "trained": TrainedArm, "pipeline": PipelineArm}
+ARM_KINDS: dict[str, type[ArmSpec]] = {"base": BaseArm, "trained": TrainedArm, "pipeline": PipelineArm,
+                                       "cd+lema": LemaArm, "cd+corrected-only": CorrectedOnlyArm}
 
 
 def _arm_kind(v: Any) -> str:
@@ -241,7 +259,7 @@ Arm = Annotated[Union[tuple(Annotated[cls, Tag(kind)] for kind, cls in ARM_KINDS
 
 # ------------------------------------------------------------------------------------------ recipe
 
-SECTIONS = ("data", "teach", "train", "eval", "serve", "report")  # the recipe's per-stage parts
+SECTIONS = ("data", "teach", "correct", "train", "eval", "serve", "report")  # the recipe's per-stage parts
 
 
 class Recipe(BaseModel):
@@ -256,6 +274,9 @@ class Recipe(BaseModel):
     smoke: bool = Field(False, description="a smoke run: the report says its numbers are not a result")
     data: DataSection = Field(..., description="codistill data settings (PrepareConfig without out_dir)")
     teach: TeachSection = Field(..., description="codistill teach settings (TeachConfig without out_dir/dataset)")
+    correct: CorrectSection = Field(default_factory=CorrectSection, description="codistill correct settings (LEMA "
+                                    "correction data, for the cd+lema and cd+corrected-only arms; CorrectConfig without "
+                                    "dataset/context_data; the student, its format and the teacher default to the run's)")
     serve: ServeSpec = Field(default_factory=ServeSpec, description="local teacher when teach.teacher.base_url is null")
     train: TrainSection = Field(default_factory=TrainSection, description="codistill train settings shared by the arms")
     eval: EvalSection = Field(default_factory=EvalSection, description="codistill eval settings shared by the arms (EvalConfig without model/adapter)")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from codistill.correct import recipe as correct_stage
 from codistill.recipe.manifest import _file_hash, _hash, _now
 from codistill.recipe.settings import _data_dict, _eval_dict, _student, _teach_dict, _train_dict
 from codistill.recipe.spec import TrainedArm
@@ -154,9 +155,10 @@ def _check_budget(r: "_Runner") -> dict | None:
     from codistill.formats import ProtocolError, required_budget
 
     rec = r.recipe
-    train_file = r.run / "teach" / "train.jsonl"
     uses = [a for a in r.arms if "format" in rec.protocols(a)]
-    if not uses or not train_file.is_file():
+    files = dict.fromkeys(Path(correct_stage.train_file(rec, r.run, a)[0]) for a in uses if rec.arms[a].trains())
+    files = [f for f in (files or [r.run / "teach" / "train.jsonl"]) if f.is_file()]
+    if not uses or not files:
         return None
     from transformers import AutoTokenizer
 
@@ -164,9 +166,9 @@ def _check_budget(r: "_Runner") -> dict | None:
     from codistill.training.config import DataConfig
     from codistill.training.data import format_record, load_records
 
-    dcfg = DataConfig.model_validate(_train_dict(rec, TrainedArm(), Path("x"), str(train_file))["data"])
+    dcfg = DataConfig.model_validate(_train_dict(rec, TrainedArm(), Path("x"), str(files[0]))["data"])
     tok = AutoTokenizer.from_pretrained(str(resolve_model(_student(rec))))
-    result = format_record(load_records(train_file), tok, dcfg)
+    result = format_record([x for f in files for x in load_records(f)], tok, dcfg)
     from codistill.evaluation.config import EvalConfig
 
     st = result["generation_tokens"]
@@ -189,20 +191,22 @@ def _check_budget(r: "_Runner") -> dict | None:
 # ------------------------------------------------------------------------------------------ train
 
 
-def train_config(recipe, run: Path, arm: str, teach_hash: str | None):
-    """An arm's train config and key (the settings that change the update: TrainConfig.key)."""
+def train_config(recipe, run: Path, arm: str, data_hash: str | None):
+    """An arm's train config and key (the settings that change the update: TrainConfig.key);
+    ``data_hash``: the output hash of the stage that wrote its training file (teach, or correct for
+    the correction arms: codistill.correct.recipe.train_file)."""
     from codistill.training.config import TrainConfig
 
-    cfg = TrainConfig.model_validate(_train_dict(recipe, recipe.arms[arm], run / "arms" / arm / "train",
-                                                 str(run / "teach" / "train.jsonl")))
-    return cfg, _hash(["train", cfg.key(), teach_hash])
+    path, _ = correct_stage.train_file(recipe, run, arm)
+    cfg = TrainConfig.model_validate(_train_dict(recipe, recipe.arms[arm], run / "arms" / arm / "train", path))
+    return cfg, _hash(["train", cfg.key(), data_hash])
 
 
 def _train(r: "_Runner", arm: str) -> str:
     from codistill.training.trainer import train
 
     folder = r.run / "arms" / arm / "train"
-    cfg, key = train_config(r.recipe, r.run, arm, r.hashes.get("teach"))
+    cfg, key = train_config(r.recipe, r.run, arm, r.hashes.get(correct_stage.train_file(r.recipe, r.run, arm)[1]))
 
     def go():
         s = train(cfg)
@@ -347,6 +351,8 @@ def _report(r: "_Runner") -> dict | None:
 register(Stage("data", "run", _data, checks=_data_checks))
 register(Stage("teach", "run", _teach, checks=_teach_checks,
                needed=lambda r: any(r.recipe.arms[a].trains() for a in r.arms)))
+register(Stage("correct", "run", correct_stage.run_correct, checks=correct_stage.correct_checks,
+               needed=correct_stage.needed))
 register(Stage("budget", "run", _check_budget, selectable=False,
                needed=lambda r: r.wanted("eval") or r.wanted("train")))
 register(Stage("train", "arm", _train, checks=_train_checks))
