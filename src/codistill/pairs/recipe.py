@@ -39,7 +39,10 @@ Registration (in :mod:`codistill.recipe`; tests/test_pairs_recipe.py checks the 
   after teach; ``register(Stage("pairs", "arm", run_pairs, checks=pairs_checks))`` before train;
   ``train_config`` takes the arm's file from :func:`train_file` (None: the existing rule) and keys
   it with :func:`train_data_hash`, and merges :func:`train_overrides` under the arm's own train
-  overrides (``dpo``, ``init_adapter``); the budget guard reads :func:`train_file`'s files too.
+  overrides (``dpo``, ``init_adapter``); the budget guard reads the ``hsft`` file too (a DPO arm's
+  file holds pairs, not SFT rows: its lengths are its start arm's, which the guard already reads;
+  the DPO adapter's record keeps the longer of the two, :func:`codistill.training.objectives.dpo.
+  pairs_format_record`).
 """
 
 from __future__ import annotations
