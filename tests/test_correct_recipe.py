@@ -8,7 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from codistill.correct.config import CorrectConfig
-from codistill.correct.recipe import correct_dict, needed, run_correct, train_file
+from codistill.correct.recipe import correct_dict, needed, run_correct
 from codistill.recipe import load_recipe
 
 
@@ -37,6 +37,8 @@ def test_each_arm_kind_trains_on_its_file():
     recipe = SimpleNamespace(arms={"cd": SimpleNamespace(kind="trained"), "lema": SimpleNamespace(kind="cd+lema"),
                                    "only": SimpleNamespace(kind="cd+corrected-only")})
     run = Path("run")
+    from codistill.recipe.stages import train_file
+
     assert train_file(recipe, run, "cd") == (str(run / "teach" / "train.jsonl"), "teach")
     assert train_file(recipe, run, "lema") == (str(run / "correct" / "train_cd_lema.jsonl"), "correct")
     assert train_file(recipe, run, "only") == (str(run / "correct" / "train_cd_corrected_only.jsonl"), "correct")

@@ -79,7 +79,8 @@ def test_arms_have_kinds(tmp_path):
     assert [type(a) for a in r.arms.values()] == [BaseArm, BaseArm, TrainedArm, TrainedArm]
     assert r.arms["b2"].base and not r.arms["cd"].base and r.arms["cd"].trains() and not r.arms["base"].trains()
     assert r.protocols("base") == ["standard", "format"] and r.protocols("cd") == ["format"]
-    assert set(ARM_KINDS) == {"base", "trained", "pipeline", "cd+lema", "cd+corrected-only"}
+    assert set(ARM_KINDS) == {"base", "trained", "pipeline", "cd+lema", "cd+corrected-only", "elad", "elad-random",
+                              "elad+claer"}
     with pytest.raises(ValueError, match="arms.x: unknown arm kind; the kinds are base, trained, pipeline"):
         load_recipe(_write(tmp_path, arms={"x": {"kind": "dpo"}}))
     with pytest.raises(ValueError, match=r"arms\.x\.base"):
@@ -90,8 +91,8 @@ def test_stages_are_registered_in_order():
     from codistill.recipe import STAGES
     from codistill.recipe.stages import stage_names, stages
 
-    assert STAGES == stage_names() == ("data", "teach", "correct", "train", "eval", "report")
-    assert [s.name for s in stages("run")] == ["data", "teach", "correct", "budget"]
+    assert STAGES == stage_names() == ("data", "teach", "select", "elad", "correct", "train", "eval", "report")
+    assert [s.name for s in stages("run")] == ["data", "teach", "select", "elad", "correct", "budget"]
     assert [s.name for s in stages("arm")] == ["train", "eval"] and [s.name for s in stages("end")] == ["report"]
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from codistill.recipe import load_recipe
 from codistill.select.config import SelectConfig
-from codistill.select.recipe import needed, run_elad, run_select, select_dict, subset_rows, train_file
+from codistill.select.recipe import needed, run_elad, run_select, select_dict, subset_rows
 from codistill.store import read_jsonl, write_jsonl
 from test_select_claer import teacher  # noqa: F401  (the canned teacher answering claer prompts)
 from test_teacher import server  # noqa: F401  (its server)
@@ -38,6 +38,8 @@ def test_each_arm_kind_trains_on_its_file():
     recipe = SimpleNamespace(arms={"cd": SimpleNamespace(kind="trained"), "e": SimpleNamespace(kind="elad"),
                                    "r": SimpleNamespace(kind="elad-random"), "c": SimpleNamespace(kind="elad+claer")})
     run = Path("run")
+    from codistill.recipe.stages import train_file
+
     assert train_file(recipe, run, "cd") == (str(run / "teach" / "train.jsonl"), "teach")
     assert train_file(recipe, run, "e") == (str(run / "elad" / "selected.jsonl"), "elad")
     assert train_file(recipe, run, "r") == (str(run / "elad" / "random.jsonl"), "elad")
@@ -140,6 +142,7 @@ def test_a_recipe_with_elad_arms(tmp_path):
     from codistill.recipe.stages import stage_names, train_config
 
     raw = yaml.safe_load(Path(recipe_spec.__file__).parent.parent.joinpath("recipes", "paper-small.yaml").read_text())
+    raw.pop("default_arms", None)  # the arms are replaced below
     raw["arms"] = {"base": {"base": True}, "cd": {"train": {"structure": {"enabled": False}}},
                    "elad50": {"kind": "elad", "train": {"structure": {"enabled": False}}},
                    "random50": {"kind": "elad-random", "train": {"structure": {"enabled": False}}}}

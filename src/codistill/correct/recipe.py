@@ -16,7 +16,7 @@ The stage's settings are the recipe's ``correct:`` section plus what the runner 
 
 Its key is the config's :meth:`~codistill.correct.config.CorrectConfig.key` with the data and
 teach stages' output hashes; its output hash covers the two mixed training sets, which the arms
-of kind ``cd+lema`` / ``cd+corrected-only`` train on (:func:`train_file`).
+of kind ``cd+lema`` / ``cd+corrected-only`` train on (:func:`codistill.recipe.stages.train_file` (the arm kind's ``train_source``)).
 
 Registration (in :mod:`codistill.recipe`; tests/test_correct_recipe.py checks it once present):
 
@@ -27,7 +27,7 @@ Registration (in :mod:`codistill.recipe`; tests/test_correct_recipe.py checks it
   with their two ``ARM_KINDS`` entries;
 * ``stages.py``: ``register(Stage("correct", "run", run_correct, checks=correct_checks,
   needed=needed))`` between teach and budget; ``train_config`` takes its file from
-  :func:`train_file` and ``_train`` keys it with ``r.hashes[train_file(...)[1]]`` (the teach
+  :func:`codistill.recipe.stages.train_file` (the arm kind's ``train_source``) and ``_train`` keys it with ``r.hashes[train_file(...)[1]]`` (the teach
   stage's hash for other arms: their keys do not change); the budget guard reads the training
   files of the arms judged in the format (``train_file`` of each trained one).
 """
@@ -38,7 +38,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CORRECTION_KINDS", "correct_checks", "correct_dict", "needed", "run_correct", "train_file"]
+__all__ = ["CORRECTION_KINDS", "correct_checks", "correct_dict", "needed", "run_correct"]
 
 # arm kind -> the training set (codistill.correct.rows.MIX_FILES) its arms train on
 CORRECTION_KINDS = {"cd+lema": "lema", "cd+corrected-only": "corrected-only"}
@@ -83,17 +83,6 @@ def correct_checks(recipe):
 def needed(r) -> bool:
     """Only a run with an arm of a correction kind needs the stage."""
     return any(getattr(r.recipe.arms[a], "kind", None) in CORRECTION_KINDS for a in r.arms)
-
-
-def train_file(recipe, run: Path, arm: str) -> tuple[str, str]:
-    """(the training file of ``arm``, the run stage whose output hash keys it): a correction arm
-    trains on its mixed set in ``correct/``, any other trained arm on ``teach/train.jsonl``."""
-    from codistill.correct.rows import MIX_FILES
-
-    variant = CORRECTION_KINDS.get(getattr(recipe.arms[arm], "kind", None))
-    if variant is None:
-        return str(run / "teach" / "train.jsonl"), "teach"
-    return str(run / "correct" / MIX_FILES[variant]), "correct"
 
 
 def run_correct(r) -> str:

@@ -25,14 +25,17 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, field_validator, model_serializer
 
 from codistill.correct.config import CorrectConfig
+from codistill.correct.rows import MIX_FILES
 from codistill.data.prepare import PrepareConfig
 from codistill.evaluation.config import EvalConfig
+from codistill.select.config import SelectConfig
+from codistill.select.recipe import ELAD_KINDS
 from codistill.teacher import TeachConfig
 from codistill.training.config import TrainConfig
 
 __all__ = ["Section", "section_model", "DataSection", "TeachSection", "TrainSection", "EvalSection", "ReportSection",
            "CorrectSection", "ServeSpec", "ArmSpec", "BaseArm", "TrainedArm", "PipelineArm", "LemaArm",
-           "CorrectedOnlyArm", "ARM_KINDS", "Arm", "Recipe", "SECTIONS", "RECIPE_VERSION"]
+           "CorrectedOnlyArm", "EladArm", "EladRandomArm", "EladClaerArm", "SelectSection", "ARM_KINDS", "Arm", "Recipe", "SECTIONS", "RECIPE_VERSION"]
 
 RECIPE_VERSION = 1
 
@@ -132,6 +135,7 @@ TeachSection = section_model(TeachConfig, "TeachSection")
 TrainSection = section_model(TrainConfig, "TrainSection")
 EvalSection = section_model(EvalConfig, "EvalSection")
 CorrectSection = section_model(CorrectConfig, "CorrectSection")
+SelectSection = section_model(SelectConfig, "SelectSection")
 
 
 class ReportSection(BaseModel):
@@ -196,6 +200,8 @@ class TrainedArm(ArmSpec):
     """A LoRA trained on the teach stage's examples with the arm's train overrides, then judged."""
 
     stages: ClassVar[tuple[str, ...]] = ("train", "eval")
+    # (its training file under the run directory, the run stage whose output hash keys it)
+    train_source: ClassVar[tuple[str, str]] = ("teach/train.jsonl", "teach")
     kind: Literal["trained"] = "trained"
     base: Literal[False] = False
 
@@ -232,6 +238,7 @@ class LemaArm(TrainedArm):
     step, explanation of the error, corrected solution: ``correct/train_cd_lema.jsonl``), then judged."""
 
     kind: Literal["cd+lema"] = "cd+lema"
+    train_source: ClassVar[tuple[str, str]] = ("correct/" + MIX_FILES["lema"], "correct")
 
 
 class CorrectedOnlyArm(TrainedArm):
@@ -239,11 +246,36 @@ class CorrectedOnlyArm(TrainedArm):
     (``correct/train_cd_corrected_only.jsonl``), then judged."""
 
     kind: Literal["cd+corrected-only"] = "cd+corrected-only"
+    train_source: ClassVar[tuple[str, str]] = ("correct/" + MIX_FILES["corrected-only"], "correct")
+
+
+class EladArm(TrainedArm):
+    """ELAD: trained on the teach stage's rows of the problems chosen by the student's uncertainty
+    (codistill.select; ``elad/selected.jsonl``), then judged."""
+
+    kind: Literal["elad"] = "elad"
+    train_source: ClassVar[tuple[str, str]] = ("elad/" + ELAD_KINDS["elad"], "elad")
+
+
+class EladRandomArm(TrainedArm):
+    """ELAD's control: the teach stage's rows of a random subset of the same size (``elad/random.jsonl``)."""
+
+    kind: Literal["elad-random"] = "elad-random"
+    train_source: ClassVar[tuple[str, str]] = ("elad/" + ELAD_KINDS["elad-random"], "elad")
+
+
+class EladClaerArm(TrainedArm):
+    """ELAD + CLAER: the chosen problems with the student's reasoning revised by the teacher from its
+    first wrong step (``elad/claer/train.jsonl``)."""
+
+    kind: Literal["elad+claer"] = "elad+claer"
+    train_source: ClassVar[tuple[str, str]] = ("elad/" + ELAD_KINDS["elad+claer"], "elad")
 
 
 # kind -> class. A new kind (dpo, ...): its class above, one line here, its stages in stages.py.
 ARM_KINDS: dict[str, type[ArmSpec]] = {"base": BaseArm, "trained": TrainedArm, "pipeline": PipelineArm,
-                                       "cd+lema": LemaArm, "cd+corrected-only": CorrectedOnlyArm}
+                                       "cd+lema": LemaArm, "cd+corrected-only": CorrectedOnlyArm,
+                                       "elad": EladArm, "elad-random": EladRandomArm, "elad+claer": EladClaerArm}
 
 
 def _arm_kind(v: Any) -> str:
@@ -259,7 +291,7 @@ Arm = Annotated[Union[tuple(Annotated[cls, Tag(kind)] for kind, cls in ARM_KINDS
 
 # ------------------------------------------------------------------------------------------ recipe
 
-SECTIONS = ("data", "teach", "correct", "train", "eval", "serve", "report")  # the recipe's per-stage parts
+SECTIONS = ("data", "teach", "select", "correct", "train", "eval", "serve", "report")  # the recipe's per-stage parts
 
 
 class Recipe(BaseModel):
@@ -274,6 +306,9 @@ class Recipe(BaseModel):
     smoke: bool = Field(False, description="a smoke run: the report says its numbers are not a result")
     data: DataSection = Field(..., description="codistill data settings (PrepareConfig without out_dir)")
     teach: TeachSection = Field(..., description="codistill teach settings (TeachConfig without out_dir/dataset)")
+    select: SelectSection = Field(default_factory=SelectSection, description="codistill select settings (ELAD "
+                                  "active selection, for the elad, elad-random and elad+claer arms; the student, its "
+                                  "format and the eval backend default to the run's)")
     correct: CorrectSection = Field(default_factory=CorrectSection, description="codistill correct settings (LEMA "
                                     "correction data, for the cd+lema and cd+corrected-only arms; CorrectConfig without "
                                     "dataset/context_data; the student, its format and the teacher default to the run's)")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from codistill.correct import recipe as correct_stage
+from codistill.select import recipe as select_stage
 from codistill.recipe.manifest import _file_hash, _hash, _now
 from codistill.recipe.settings import _data_dict, _eval_dict, _student, _teach_dict, _train_dict
 from codistill.recipe.spec import TrainedArm
@@ -156,7 +157,7 @@ def _check_budget(r: "_Runner") -> dict | None:
 
     rec = r.recipe
     uses = [a for a in r.arms if "format" in rec.protocols(a)]
-    files = dict.fromkeys(Path(correct_stage.train_file(rec, r.run, a)[0]) for a in uses if rec.arms[a].trains())
+    files = dict.fromkeys(Path(train_file(rec, r.run, a)[0]) for a in uses if rec.arms[a].trains())
     files = [f for f in (files or [r.run / "teach" / "train.jsonl"]) if f.is_file()]
     if not uses or not files:
         return None
@@ -191,13 +192,22 @@ def _check_budget(r: "_Runner") -> dict | None:
 # ------------------------------------------------------------------------------------------ train
 
 
+def train_file(recipe, run: Path, arm: str) -> tuple[str, str]:
+    """(the training file of a trained ``arm``, the run stage whose output hash keys it): what its
+    kind declares (``TrainedArm.train_source``: teach, correct or elad)."""
+    from codistill.recipe.spec import ARM_KINDS
+
+    rel, stage = ARM_KINDS[getattr(recipe.arms[arm], "kind", "trained")].train_source
+    return str(run / rel), stage
+
+
 def train_config(recipe, run: Path, arm: str, data_hash: str | None):
     """An arm's train config and key (the settings that change the update: TrainConfig.key);
     ``data_hash``: the output hash of the stage that wrote its training file (teach, or correct for
     the correction arms: codistill.correct.recipe.train_file)."""
     from codistill.training.config import TrainConfig
 
-    path, _ = correct_stage.train_file(recipe, run, arm)
+    path, _ = train_file(recipe, run, arm)
     cfg = TrainConfig.model_validate(_train_dict(recipe, recipe.arms[arm], run / "arms" / arm / "train", path))
     return cfg, _hash(["train", cfg.key(), data_hash])
 
@@ -206,7 +216,7 @@ def _train(r: "_Runner", arm: str) -> str:
     from codistill.training.trainer import train
 
     folder = r.run / "arms" / arm / "train"
-    cfg, key = train_config(r.recipe, r.run, arm, r.hashes.get(correct_stage.train_file(r.recipe, r.run, arm)[1]))
+    cfg, key = train_config(r.recipe, r.run, arm, r.hashes.get(train_file(r.recipe, r.run, arm)[1]))
 
     def go():
         s = train(cfg)
@@ -351,6 +361,8 @@ def _report(r: "_Runner") -> dict | None:
 register(Stage("data", "run", _data, checks=_data_checks))
 register(Stage("teach", "run", _teach, checks=_teach_checks,
                needed=lambda r: any(r.recipe.arms[a].trains() for a in r.arms)))
+register(Stage("select", "run", select_stage.run_select, checks=select_stage.select_checks, needed=select_stage.needed))
+register(Stage("elad", "run", select_stage.run_elad, needed=select_stage.needed))
 register(Stage("correct", "run", correct_stage.run_correct, checks=correct_stage.correct_checks,
                needed=correct_stage.needed))
 register(Stage("budget", "run", _check_budget, selectable=False,

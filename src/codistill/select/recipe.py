@@ -37,7 +37,7 @@ Registration (in :mod:`codistill.recipe`; tests/test_select_recipe.py checks it 
   ``ARM_KINDS`` entries;
 * ``stages.py``: ``register(Stage("select", "run", run_select, checks=select_checks,
   needed=needed))`` and ``register(Stage("elad", "run", run_elad, needed=needed))`` after teach,
-  before the budget guard; ``train_config`` takes an ELAD arm's file from :func:`train_file` and
+  before the budget guard; ``train_config`` takes an ELAD arm's file from :func:`codistill.recipe.stages.train_file` (the arm kind's ``train_source``) and
   keys it with ``r.hashes["elad"]`` (like the correction arms' ``train_file``); the budget guard
   reads the training files of the arms judged in the format.
 """
@@ -50,7 +50,7 @@ from typing import Any
 
 from codistill.store import atomic_write_json, read_jsonl, write_jsonl
 
-__all__ = ["ELAD_KINDS", "needed", "run_elad", "run_select", "select_checks", "select_dict", "subset_rows", "train_file"]
+__all__ = ["ELAD_KINDS", "needed", "run_elad", "run_select", "select_checks", "select_dict", "subset_rows"]
 
 # arm kind -> its training set in the run's elad/ folder
 ELAD_KINDS = {"elad": "selected.jsonl", "elad-random": "random.jsonl", "elad+claer": "claer/train.jsonl"}
@@ -88,15 +88,6 @@ def select_checks(recipe):
 def needed(r) -> bool:
     """Only a run with an arm of an ELAD kind needs the stages."""
     return bool(_kinds(r.recipe, r.arms) & set(ELAD_KINDS))
-
-
-def train_file(recipe, run: Path, arm: str) -> tuple[str, str]:
-    """(the training file of ``arm``, the run stage whose output hash keys it): an ELAD arm trains on
-    its file in ``elad/``, any other trained arm on ``teach/train.jsonl``."""
-    name = ELAD_KINDS.get(getattr(recipe.arms[arm], "kind", None))
-    if name is None:
-        return str(run / "teach" / "train.jsonl"), "teach"
-    return str(run / "elad" / name), "elad"
 
 
 def run_select(r) -> str:
