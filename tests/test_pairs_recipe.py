@@ -19,7 +19,6 @@ from codistill.pairs.recipe import (
     run_pairs,
     start_problem,
     train_data_hash,
-    train_file,
     train_overrides,
 )
 from codistill.recipe import load_recipe
@@ -71,9 +70,12 @@ def test_each_kind_trains_on_its_file_with_its_overrides():
     from codistill.training.config import TrainConfig
     from codistill.training.objectives import objective_name
 
+    from codistill.recipe.stages import train_file
+
     rec = recipe_with()
     run = Path("run")
-    assert train_file(rec, run, "cd") is None and train_overrides(rec, run, "cd") == {}
+    assert train_file(rec, run, "cd") == (str(run / "teach" / "train.jsonl"), "teach")
+    assert train_overrides(rec, run, "cd") == {}
     assert train_file(rec, run, "hsft") == (str(run / "hsft" / "train.jsonl"), "hsft")
     assert train_file(rec, run, "hsft_dpo") == (str(run / "arms" / "hsft_dpo" / "pairs" / "pairs.jsonl"),
                                                 "pairs:hsft_dpo")

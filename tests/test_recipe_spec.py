@@ -80,7 +80,7 @@ def test_arms_have_kinds(tmp_path):
     assert r.arms["b2"].base and not r.arms["cd"].base and r.arms["cd"].trains() and not r.arms["base"].trains()
     assert r.protocols("base") == ["standard", "format"] and r.protocols("cd") == ["format"]
     assert set(ARM_KINDS) == {"base", "trained", "pipeline", "cd+lema", "cd+corrected-only", "elad", "elad-random",
-                              "elad+claer"}
+                              "elad+claer", "hsft", "hsft+dpo", "cd+dpo", "reer"}
     with pytest.raises(ValueError, match="arms.x: unknown arm kind; the kinds are base, trained, pipeline"):
         load_recipe(_write(tmp_path, arms={"x": {"kind": "dpo"}}))
     with pytest.raises(ValueError, match=r"arms\.x\.base"):
@@ -91,9 +91,11 @@ def test_stages_are_registered_in_order():
     from codistill.recipe import STAGES
     from codistill.recipe.stages import stage_names, stages
 
-    assert STAGES == stage_names() == ("data", "teach", "select", "elad", "correct", "train", "eval", "report")
-    assert [s.name for s in stages("run")] == ["data", "teach", "select", "elad", "correct", "budget"]
-    assert [s.name for s in stages("arm")] == ["train", "eval"] and [s.name for s in stages("end")] == ["report"]
+    assert STAGES == stage_names() == ("data", "teach", "hsft", "reer", "select", "elad", "correct", "pairs", "train",
+                                             "eval", "report")
+    assert [s.name for s in stages("run")] == ["data", "teach", "hsft", "reer", "select", "elad", "correct",
+                                                "budget"]
+    assert [s.name for s in stages("arm")] == ["pairs", "train", "eval"] and [s.name for s in stages("end")] == ["report"]
 
 
 def test_a_registered_stage_runs_with_no_edit_of_the_runner(tmp_path, monkeypatch):

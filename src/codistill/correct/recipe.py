@@ -98,16 +98,9 @@ def run_correct(r) -> str:
     key = _hash(["correct", cfg.key(), r.hashes.get("data"), r.hashes.get("teach")])
 
     def go() -> dict[str, Any]:
-        if not serve:
-            m = correct(cfg, folder)
-        else:
-            from codistill.serving import start_server
+        from codistill.recipe.teacher import with_teacher
 
-            s = r.recipe.serve
-            r.console.print(f"starting the local teacher ({s.model}, {s.n_parallel} slots)")
-            with start_server(s.model, n_parallel=s.n_parallel, ctx=s.ctx, threads=s.threads, quiet=True) as srv:
-                m = correct(cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"base_url": srv.base_url})}),
-                            folder)
+        m = with_teacher(r, serve, cfg, lambda c: correct(c, folder))
         err = incomplete_error(m, "the same `codistill run` command")
         if err is not None:
             raise err

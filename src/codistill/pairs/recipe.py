@@ -37,8 +37,8 @@ Registration (in :mod:`codistill.recipe`; tests/test_pairs_recipe.py checks the 
   (the two DPO kinds one class; :func:`start_problem` is the check of ``start``'s kind);
 * ``stages.py``: ``register(Stage("hsft", "run", run_hsft, checks=hsft_checks, needed=needs_hsft))``
   after teach; ``register(Stage("pairs", "arm", run_pairs, checks=pairs_checks))`` before train;
-  ``train_config`` takes the arm's file from :func:`train_file` (None: the existing rule) and keys
-  it with :func:`train_data_hash`, and merges :func:`train_overrides` under the arm's own train
+  ``train_config`` takes the arm's file from its kind's ``train_source`` and keys a DPO arm
+  with :func:`train_data_hash`, and merges :func:`train_overrides` under the arm's own train
   overrides (``dpo``, ``init_adapter``); the budget guard reads the ``hsft`` file too (a DPO arm's
   file holds pairs, not SFT rows: its lengths are its start arm's, which the guard already reads;
   the DPO adapter's record keeps the longer of the two, :func:`codistill.training.objectives.dpo.
@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["DPO_KINDS", "HSFT_KIND", "hsft_checks", "hsft_dict", "needs_hsft", "pairs_checks", "pairs_dict",
-           "run_hsft", "run_pairs", "start_problem", "train_data_hash", "train_file", "train_overrides"]
+           "run_hsft", "run_pairs", "start_problem", "train_data_hash", "train_overrides"]
 
 HSFT_KIND = "hsft"
 DPO_KINDS = {"hsft+dpo": HSFT_KIND, "cd+dpo": "trained"}  # DPO kind -> the kind its start arm must have
@@ -109,43 +109,11 @@ def hsft_checks(recipe):
         yield "hsft", TeachConfig, lambda: hsft_dict(recipe, Path("x"))[0]
 
 
-def _serving(r, serve: bool, teacher_of, run):
-    """Run ``run(cfg)`` with the local teacher when the runner serves it (``teacher_of(url)``: the
-    config with that server's URL)."""
-    if not serve:
-        return run(teacher_of(None))
-    from codistill.serving import start_server
-
-    s = r.recipe.serve
-    r.console.print(f"starting the local teacher ({s.model}, {s.n_parallel} slots)")
-    with start_server(s.model, n_parallel=s.n_parallel, ctx=s.ctx, threads=s.threads, quiet=True) as srv:
-        return run(teacher_of(srv.base_url))
-
-
 def run_hsft(r) -> str:
     """The stage: ``codistill teach --mode hierarchical`` on the run's data, inside ``r.keyed``."""
-    from codistill.recipe.manifest import _file_hash, _hash
-    from codistill.teacher import TeachConfig
-    from codistill.teacher.teach import incomplete_error, teach
+    from codistill.recipe.teacher import teach_stage
 
-    folder = r.run / "hsft"
-    d, serve = hsft_dict(r.recipe, r.run)
-    cfg = TeachConfig.model_validate(d)
-    key = _hash(["hsft", cfg.key(), r.hashes.get("data")])
-
-    def go() -> dict[str, Any]:
-        m = _serving(r, serve, lambda url: cfg if url is None else cfg.model_copy(
-            update={"teacher": cfg.teacher.model_copy(update={"base_url": url})}), teach)
-        err = incomplete_error(m, "the same `codistill run` command")
-        if err is not None:
-            raise err
-        c = m.get("counts", {})
-        if not c.get("train_rows"):
-            raise RuntimeError(f"the hsft stage produced no training rows ({json.dumps(c)}); see {folder}")
-        return {k: c.get(k) for k in ("rows", "valid", "invalid", "train_rows", "teacher_errors")} | {
-            "teacher_tokens": m.get("tokens", {}).get("total")}
-
-    return r.keyed("hsft", key, folder, go, lambda: _file_hash(folder / "train.jsonl"))
+    return teach_stage(r, "hsft", *hsft_dict(r.recipe, r.run))
 
 
 # ------------------------------------------------------------------------------------------ pairs
@@ -210,8 +178,9 @@ def run_pairs(r, arm: str) -> str | None:
     key = _pairs_key(cfg, r.hashes.get("data"), _ref_hashes(r, arm).get(start))
 
     def go() -> dict[str, Any]:
-        m = _serving(r, serve, lambda url: cfg if url is None else cfg.model_copy(
-            update={"teacher": cfg.teacher.model_copy(update={"base_url": url})}), lambda c: make_pairs(c, folder))
+        from codistill.recipe.teacher import with_teacher
+
+        m = with_teacher(r, serve, cfg, lambda c: make_pairs(c, folder))
         err = incomplete_error(m, "the same `codistill run` command")
         if err is not None:
             raise err
@@ -229,17 +198,6 @@ def run_pairs(r, arm: str) -> str | None:
 # ------------------------------------------------------------------------------------------ training
 
 
-def train_file(recipe, run: Path, arm: str) -> tuple[str, str] | None:
-    """(the training file of ``arm``, the stage whose output hash keys it) for the SuperCorrect
-    kinds; None for any other arm."""
-    kind = _kind(recipe, arm)
-    if kind == HSFT_KIND:
-        return str(run / "hsft" / "train.jsonl"), "hsft"
-    if kind in DPO_KINDS:
-        return str(run / "arms" / arm / "pairs" / "pairs.jsonl"), f"pairs:{arm}"
-    return None
-
-
 def train_overrides(recipe, run: Path, arm: str) -> dict:
     """Train settings a DPO arm gets beneath its own overrides: DPO with its defaults, continuing the
     start arm's adapter ({} for any other arm)."""
@@ -249,14 +207,11 @@ def train_overrides(recipe, run: Path, arm: str) -> dict:
 
 
 def train_data_hash(r, arm: str) -> str | None:
-    """What keys a SuperCorrect arm's training data: the file's stage hash, and for a DPO arm the
-    start adapter's hash too (a retrained start arm retrains the DPO arm even if its pairs came out
-    the same)."""
-    found = train_file(r.recipe, r.run, arm)
-    if found is None:
-        return None
+    """What keys a DPO arm's training data: its pairs' hash and the start adapter's hash (a
+    retrained start arm retrains the DPO arm even if its pairs came out the same); None for any
+    other arm (keyed by the stage that wrote its file)."""
     if _kind(r.recipe, arm) not in DPO_KINDS:
-        return r.hashes.get(found[1])
+        return None
     from codistill.recipe.manifest import _hash
     from codistill.recipe.stages import _ref_hashes
 

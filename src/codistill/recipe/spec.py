@@ -28,14 +28,18 @@ from codistill.correct.config import CorrectConfig
 from codistill.correct.rows import MIX_FILES
 from codistill.data.prepare import PrepareConfig
 from codistill.evaluation.config import EvalConfig
+from codistill.pairs.config import PairsConfig
+from codistill.pairs.recipe import DPO_KINDS
 from codistill.select.config import SelectConfig
 from codistill.select.recipe import ELAD_KINDS
 from codistill.teacher import TeachConfig
+from codistill.teacher.reverse.config import ReverseOptions
 from codistill.training.config import TrainConfig
 
 __all__ = ["Section", "section_model", "DataSection", "TeachSection", "TrainSection", "EvalSection", "ReportSection",
            "CorrectSection", "ServeSpec", "ArmSpec", "BaseArm", "TrainedArm", "PipelineArm", "LemaArm",
-           "CorrectedOnlyArm", "EladArm", "EladRandomArm", "EladClaerArm", "SelectSection", "ARM_KINDS", "Arm", "Recipe", "SECTIONS", "RECIPE_VERSION"]
+           "CorrectedOnlyArm", "EladArm", "EladRandomArm", "EladClaerArm", "SelectSection",
+           "HsftArm", "DpoArm", "ReerArm", "HsftSection", "PairsSection", "ReerSection", "ARM_KINDS", "Arm", "Recipe", "SECTIONS", "RECIPE_VERSION"]
 
 RECIPE_VERSION = 1
 
@@ -136,6 +140,9 @@ TrainSection = section_model(TrainConfig, "TrainSection")
 EvalSection = section_model(EvalConfig, "EvalSection")
 CorrectSection = section_model(CorrectConfig, "CorrectSection")
 SelectSection = section_model(SelectConfig, "SelectSection")
+HsftSection = section_model(TeachConfig, "HsftSection")
+PairsSection = section_model(PairsConfig, "PairsSection")
+ReerSection = section_model(ReverseOptions, "ReerSection")
 
 
 class ReportSection(BaseModel):
@@ -272,10 +279,43 @@ class EladClaerArm(TrainedArm):
     train_source: ClassVar[tuple[str, str]] = ("elad/" + ELAD_KINDS["elad+claer"], "elad")
 
 
-# kind -> class. A new kind (dpo, ...): its class above, one line here, its stages in stages.py.
+class HsftArm(TrainedArm):
+    """SuperCorrect stage 1: SFT like cd, on the teacher's hierarchical thought templates
+    (``hsft/train.jsonl``, the ``hsft`` stage: teach in mode hierarchical)."""
+
+    kind: Literal["hsft"] = "hsft"
+    train_source: ClassVar[tuple[str, str]] = ("hsft/train.jsonl", "hsft")
+
+
+class DpoArm(TrainedArm):
+    """SuperCorrect stage 2: cross-model DPO continuing the adapter of the trained arm ``start``
+    (``hsft+dpo``: an hsft arm; ``cd+dpo``: a trained arm), on the pairs of that student's failures
+    corrected by the teacher at their first wrong step (``arms/<arm>/pairs/pairs.jsonl``, the arm's
+    ``pairs`` stage); the reference model is the starting adapter. β, loss type, pairs budget:
+    the arm's ``train: {dpo: {...}}``."""
+
+    stages: ClassVar[tuple[str, ...]] = ("pairs", "train", "eval")
+    kind: Literal["hsft+dpo", "cd+dpo"]
+    start: str = Field(..., description="the trained arm whose adapter DPO continues")
+    train_source: ClassVar[tuple[str, str]] = ("arms/{arm}/pairs/pairs.jsonl", "pairs:{arm}")
+
+    def arm_refs(self) -> list[str]:
+        return [self.start]
+
+
+class ReerArm(TrainedArm):
+    """REER: trained like cd on reasoning searched to minimise PPL(code | problem, reasoning) under
+    the student (``reer/train.jsonl``, the ``reer`` stage: teach in mode reverse)."""
+
+    kind: Literal["reer"] = "reer"
+    train_source: ClassVar[tuple[str, str]] = ("reer/train.jsonl", "reer")
+
+
+# kind -> class. A new kind: its class above, one line here, its stages in stages.py.
 ARM_KINDS: dict[str, type[ArmSpec]] = {"base": BaseArm, "trained": TrainedArm, "pipeline": PipelineArm,
                                        "cd+lema": LemaArm, "cd+corrected-only": CorrectedOnlyArm,
-                                       "elad": EladArm, "elad-random": EladRandomArm, "elad+claer": EladClaerArm}
+                                       "elad": EladArm, "elad-random": EladRandomArm, "elad+claer": EladClaerArm,
+                                       "hsft": HsftArm, "hsft+dpo": DpoArm, "cd+dpo": DpoArm, "reer": ReerArm}
 
 
 def _arm_kind(v: Any) -> str:
@@ -291,7 +331,7 @@ Arm = Annotated[Union[tuple(Annotated[cls, Tag(kind)] for kind, cls in ARM_KINDS
 
 # ------------------------------------------------------------------------------------------ recipe
 
-SECTIONS = ("data", "teach", "select", "correct", "train", "eval", "serve", "report")  # the recipe's per-stage parts
+SECTIONS = ("data", "teach", "hsft", "reer", "select", "correct", "pairs", "train", "eval", "serve", "report")  # the recipe's per-stage parts
 
 
 class Recipe(BaseModel):
@@ -306,6 +346,12 @@ class Recipe(BaseModel):
     smoke: bool = Field(False, description="a smoke run: the report says its numbers are not a result")
     data: DataSection = Field(..., description="codistill data settings (PrepareConfig without out_dir)")
     teach: TeachSection = Field(..., description="codistill teach settings (TeachConfig without out_dir/dataset)")
+    hsft: HsftSection = Field(default_factory=HsftSection, description="teach settings of the hsft stage over the "
+                              "teach section's (SuperCorrect's hierarchical templates, for hsft arms)")
+    reer: ReerSection = Field(default_factory=ReerSection, description="REER search settings (ReverseOptions; the "
+                              "scorer is the run's student and the format the run's unless set), for reer arms")
+    pairs: PairsSection = Field(default_factory=PairsSection, description="codistill pairs settings (DPO pairs, for "
+                                "hsft+dpo / cd+dpo arms; the student, format and teacher default to the run's)")
     select: SelectSection = Field(default_factory=SelectSection, description="codistill select settings (ELAD "
                                   "active selection, for the elad, elad-random and elad+claer arms; the student, its "
                                   "format and the eval backend default to the run's)")
@@ -365,4 +411,8 @@ class Recipe(BaseModel):
                                      f"(trained arms: {', '.join(a for a in names if arms[a].trains()) or 'none'})")
                 if names.index(ref) > names.index(name):
                     raise ValueError(f"arm {name!r} uses arm:{ref}: list {ref!r} before {name!r} (arms run in order)")
+            want = DPO_KINDS.get(getattr(spec, "kind", None))
+            if want is not None and arms[spec.start].kind != want:
+                raise ValueError(f"arm {name!r} ({spec.kind}) must start from an arm of kind {want!r}; "
+                                 f"{spec.start!r} is of kind {arms[spec.start].kind!r}")
         return arms

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from codistill.correct import recipe as correct_stage
+from codistill.pairs import recipe as pairs_stage
 from codistill.select import recipe as select_stage
+from codistill.teacher.reverse import recipe as reer_stage
 from codistill.recipe.manifest import _file_hash, _hash, _now
 from codistill.recipe.settings import _data_dict, _eval_dict, _student, _teach_dict, _train_dict
 from codistill.recipe.spec import TrainedArm
@@ -119,15 +121,9 @@ def _teach(r: "_Runner") -> str:
     cfg, key, serve = teach_config(rec, r.run, r.hashes["data"])
 
     def go():
-        if not serve:
-            m = teach(cfg)
-        else:
-            from codistill.serving import start_server
+        from codistill.recipe.teacher import with_teacher
 
-            s = rec.serve
-            r.console.print(f"starting the local teacher ({s.model}, {s.n_parallel} slots)")
-            with start_server(s.model, n_parallel=s.n_parallel, ctx=s.ctx, threads=s.threads, quiet=True) as srv:
-                m = teach(cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"base_url": srv.base_url})}))
+        m = with_teacher(r, serve, cfg, teach)
         # rows left to do (teacher errors) keep the stage from completing: the next run asks them again
         err = incomplete_error(m, "the same `codistill run` command")
         if err is not None:
@@ -157,7 +153,8 @@ def _check_budget(r: "_Runner") -> dict | None:
 
     rec = r.recipe
     uses = [a for a in r.arms if "format" in rec.protocols(a)]
-    files = dict.fromkeys(Path(train_file(rec, r.run, a)[0]) for a in uses if rec.arms[a].trains())
+    sft = [getattr(rec.arms[a], "start", a) for a in uses if rec.arms[a].trains()]  # a DPO arm: its start's
+    files = dict.fromkeys(Path(train_file(rec, r.run, a)[0]) for a in sft)
     files = [f for f in (files or [r.run / "teach" / "train.jsonl"]) if f.is_file()]
     if not uses or not files:
         return None
@@ -198,25 +195,35 @@ def train_file(recipe, run: Path, arm: str) -> tuple[str, str]:
     from codistill.recipe.spec import ARM_KINDS
 
     rel, stage = ARM_KINDS[getattr(recipe.arms[arm], "kind", "trained")].train_source
-    return str(run / rel), stage
+    return str(run / rel.format(arm=arm)), stage.format(arm=arm)
 
 
 def train_config(recipe, run: Path, arm: str, data_hash: str | None):
     """An arm's train config and key (the settings that change the update: TrainConfig.key);
-    ``data_hash``: the output hash of the stage that wrote its training file (teach, or correct for
-    the correction arms: codistill.correct.recipe.train_file)."""
+    ``data_hash``: what keys its training file (the output hash of the stage that wrote it; a DPO
+    arm's pairs and starting adapter: :func:`_train_data_hash`). A DPO arm gets DPO and its start
+    arm's adapter beneath its own overrides (codistill.pairs.recipe.train_overrides)."""
+    from codistill.overrides import deep_merge
     from codistill.training.config import TrainConfig
 
     path, _ = train_file(recipe, run, arm)
-    cfg = TrainConfig.model_validate(_train_dict(recipe, recipe.arms[arm], run / "arms" / arm / "train", path))
+    d = _train_dict(recipe, recipe.arms[arm], run / "arms" / arm / "train", path)
+    d = deep_merge(pairs_stage.train_overrides(recipe, run, arm), d)
+    cfg = TrainConfig.model_validate(d)
     return cfg, _hash(["train", cfg.key(), data_hash])
+
+
+def _train_data_hash(r: "_Runner", arm: str) -> str | None:
+    if getattr(r.recipe.arms[arm], "kind", None) in pairs_stage.DPO_KINDS:
+        return pairs_stage.train_data_hash(r, arm)
+    return r.hashes.get(train_file(r.recipe, r.run, arm)[1])
 
 
 def _train(r: "_Runner", arm: str) -> str:
     from codistill.training.trainer import train
 
     folder = r.run / "arms" / arm / "train"
-    cfg, key = train_config(r.recipe, r.run, arm, r.hashes.get(train_file(r.recipe, r.run, arm)[1]))
+    cfg, key = train_config(r.recipe, r.run, arm, _train_data_hash(r, arm))
 
     def go():
         s = train(cfg)
@@ -361,12 +368,15 @@ def _report(r: "_Runner") -> dict | None:
 register(Stage("data", "run", _data, checks=_data_checks))
 register(Stage("teach", "run", _teach, checks=_teach_checks,
                needed=lambda r: any(r.recipe.arms[a].trains() for a in r.arms)))
+register(Stage("hsft", "run", pairs_stage.run_hsft, checks=pairs_stage.hsft_checks, needed=pairs_stage.needs_hsft))
+register(Stage("reer", "run", reer_stage.run_reer, checks=reer_stage.reer_checks, needed=reer_stage.needed))
 register(Stage("select", "run", select_stage.run_select, checks=select_stage.select_checks, needed=select_stage.needed))
 register(Stage("elad", "run", select_stage.run_elad, needed=select_stage.needed))
 register(Stage("correct", "run", correct_stage.run_correct, checks=correct_stage.correct_checks,
                needed=correct_stage.needed))
 register(Stage("budget", "run", _check_budget, selectable=False,
                needed=lambda r: r.wanted("eval") or r.wanted("train")))
+register(Stage("pairs", "arm", pairs_stage.run_pairs, checks=pairs_stage.pairs_checks))
 register(Stage("train", "arm", _train, checks=_train_checks))
 register(Stage("eval", "arm", _eval, checks=_eval_checks))
 register(Stage("report", "end", _report))

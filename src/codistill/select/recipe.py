@@ -183,15 +183,9 @@ def run_elad(r) -> str:
 def _claer_teach(r, cfg, serve: bool) -> dict:
     from codistill.teacher.teach import incomplete_error, teach
 
-    if not serve:
-        m = teach(cfg)
-    else:
-        from codistill.serving import start_server
+    from codistill.recipe.teacher import with_teacher
 
-        s = r.recipe.serve
-        r.console.print(f"starting the local teacher ({s.model}, {s.n_parallel} slots)")
-        with start_server(s.model, n_parallel=s.n_parallel, ctx=s.ctx, threads=s.threads, quiet=True) as srv:
-            m = teach(cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"base_url": srv.base_url})}))
+    m = with_teacher(r, serve, cfg, teach)
     err = incomplete_error(m, "the same `codistill run` command")
     if err is not None:
         raise err
