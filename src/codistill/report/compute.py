@@ -20,6 +20,7 @@ import statistics
 from pathlib import Path
 from typing import Any, TypedDict
 
+from codistill.report.cost import cost_part
 from codistill.report.load import Arm, RunInfo, _split_spec
 from codistill.report.pipeline import pipeline_part
 
@@ -495,5 +496,5 @@ def compute_report(arms: list[Arm], runs: list[RunInfo], inputs: list, *, baseli
                                              "median": statistics.median(r.leakage_valid), "max": max(r.leakage_valid)}
                                             if r.leakage_valid else None)} for r in runs},
         "missing": missing, "notes": notes,
-        **pipeline_part(order, benches),
+        **pipeline_part(order, benches), **cost_part(order, arms, benches, table1),
     }

@@ -282,6 +282,11 @@ def build_sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict)
     pipe = pipeline_section(rep, plots)
     if pipe:
         secs.append(pipe)
+    from codistill.report.cost import cost_section  # it builds Blocks: imported here, not above
+
+    cost = cost_section(rep)
+    if cost:
+        secs.append(cost)
 
     # provenance ---------------------------------------------------------------------------
     b = []
