@@ -85,10 +85,10 @@ def test_registry_lists_the_builtin_modes():
 
 
 def test_a_registered_mode_is_used_by_the_teach_loop(tmp_path, server, gist):  # noqa: F811
-    from codistill.teacher.command import build_parser
+    from codistill.cli import parse_config
 
     assert "gist" in MODES and MODES["gist"] is GistMode.spec
-    assert build_parser().parse_args(["--mode", "gist"]).mode == "gist"
+    assert parse_config("teach", ["--mode", "gist", "--out", "o", "--dataset", "d"]).mode == "gist"
     t = load_template("gist")
     assert t.source == "toy:gist" and t.render("[[good]] x") == "Problem:\n[[good]] x\nGive the gist.\n"
     assert parse_answer("gist", "## Intent\nAll of it.").sections == {"gist": "All of it."}

@@ -257,15 +257,7 @@ def _ask(cfg: TeachConfig, rows: list[dict], todo: list[dict], runner: ProblemRu
 
 
 # --------------------------------------------------------------------------- command line
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """Compatibility entry point: ``codistill.cli`` delegates ``codistill teach ARGV`` here. The
-    flags and their handling are :mod:`codistill.teacher.command` (``add_arguments``,
-    ``config_from_options``, ``run_command``); this module parses no arguments itself."""
-    from codistill.teacher.command import main as command_main
-
-    return command_main(argv)
+# `python -m codistill.teacher.teach ARGS` is `codistill teach ARGS`
 
 
 if __name__ == "__main__":

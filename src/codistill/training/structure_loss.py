@@ -161,13 +161,6 @@ class StructureEncoder:
                    student_tokenizer=student_tokenizer, encoder_tokenizer=student_tokenizer,
                    name=f"self{'' if layers is None else f'[:{layers}]'}")
 
-    def to(self, device: Any) -> "StructureEncoder":
-        self.bridge, self.empty = self.bridge.to(device), self.empty.to(device)
-        self.token_embeddings = self.token_embeddings.to(device)
-        if self.kind == "hf":
-            self.model.to(device)
-        return self
-
     @property
     def dim(self) -> int:
         return int(self.bridge.shape[1])
