@@ -246,3 +246,19 @@ def test_real_smollm2_reasoner_and_coder(tmp_path):
     plans = res["benchmarks"]["humaneval+"]["plans"]
     assert plans["n_plans"] == 2 and plans["solve@k"]["solve@1"] == res["benchmarks"]["humaneval+"]["pass@k"]["pass@1"]
     assert res["pipeline"]["reasoner_prompt"].startswith("plan template")
+
+
+def test_the_eval_verb_takes_the_pipeline_flags(tmp_path):
+    from codistill.cli import parse_config
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    cfg = parse_config("eval", ["--pipeline", "reasoner-coder", "--reasoner", f"qwen2.5-coder-0.5b+{adapter}",
+                                "--coder", "qwen2.5-coder-1.5b", "--plans", "5", "--codes-per-plan", "2",
+                                "--reasoner-temperature", "0.8", "--out", str(tmp_path / "run")])
+    assert (cfg.strategy, cfg.model, cfg.adapter, cfg.plans, cfg.codes_per_plan, cfg.n_samples) == (
+        "reasoner-coder", "qwen2.5-coder-1.5b", None, 5, 2, 10)
+    assert cfg.reasoner_spec() == ("qwen2.5-coder-0.5b", str(adapter)) and cfg.reasoner_temperature == 0.8
+    cfg = parse_config("eval", ["--strategy", "reasoner-coder", "--reasoner", "r", "--coder", f"m+{adapter}",
+                                "--out", str(tmp_path / "run")])
+    assert (cfg.model, cfg.adapter) == ("m", str(adapter))

@@ -46,6 +46,14 @@ def _sources(data: dict, items: list[str], args) -> None:
     data["sources"] = [_parse_source(s, args.taco_path) for s in items]
 
 
+def _coder(data: dict, value: str, args) -> None:
+    from codistill.evaluation.config import split_model_spec
+
+    data["model"], adapter = split_model_spec(value)
+    if adapter:
+        data["adapter"] = adapter
+
+
 def _format_arg(value: str | None):
     """--format: a name, or a YAML/JSON file holding a format mapping."""
     if value and Path(value).is_file():
@@ -129,6 +137,10 @@ def config_flags() -> dict[str, ConfigFlags]:
                        "adapter was trained in (an adapter judged in another format or with fewer tokens than it was "
                        "trained to write is refused)"),
             Alias("data_dir", ("--data-dir",), help=_DATA_DIR_HELP),
+            Alias("strategy", ("--pipeline",), metavar="STRATEGY",
+                  help="the inference strategy by its pipeline name (the same as --strategy): reasoner-coder"),
+            Alias("model", ("--coder",), apply=_coder, metavar="MODEL[+ADAPTER]",
+                  help="reasoner-coder: the Coder, MODEL[+ADAPTER] (the same as --model, --adapter)"),
         )),
         "correct": ConfigFlags("codistill.correct.config:CorrectConfig", section="correct",
                                set_example="student.backend_options.n_parallel=4", aliases=(
