@@ -81,3 +81,19 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write_json(tmp_path / "r.json", {"k": [1, 2]})
     assert json.loads((tmp_path / "r.json").read_text()) == {"k": [1, 2]}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_replace_dir_puts_a_finished_folder_in_place(tmp_path):
+    from codistill.store import replace_dir
+
+    dest = tmp_path / "adapter"
+    new = tmp_path / ".tmp-1"
+    new.mkdir()
+    (new / "a").write_text("1")
+    assert replace_dir(new, dest) == dest and (dest / "a").read_text() == "1" and not new.exists()
+    newer = tmp_path / ".tmp-2"
+    newer.mkdir()
+    (newer / "b").write_text("2")
+    replace_dir(newer, dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["b"]  # the old folder is gone, not merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # nothing left beside it

@@ -275,14 +275,6 @@ def list_models() -> list[dict]:
 # --------------------------------------------------------------------------- assembling
 
 
-def _sha256(path: Path, bufsize: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(bufsize):
-            h.update(block)
-    return h.hexdigest()
-
-
 def assemble_chunks(
     parts: list[Path], dest: Path, *, sha256: str | None, size: int | None = None
 ) -> Path:

@@ -175,6 +175,22 @@ class RunDirLock:
             self._f = None
 
 
+def replace_dir(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Put the finished folder ``src`` in the place of ``dest`` (a sibling of it): an old ``dest``
+    is renamed aside first and removed after, so ``dest`` is at every moment either the old folder
+    or the new one, never half of each; what a crash can leave is a ``.old-*`` sibling."""
+    import shutil
+
+    src, dest = Path(src), Path(dest)
+    old = dest.with_name(f".old-{dest.name}-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.rename(dest, old)
+    os.rename(src, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from codistill.data.decontam import DecontamConfig, EvalIndex, statement_text
 from codistill.problems.rows import problem_rows, render_tests  # re-exported (moved there)
 from codistill.problems.schema import Problem
-from codistill.store import JsonlAppender, atomic_write_json, read_jsonl, sha256_file, sha256_json, write_jsonl
+from codistill.store import JsonlAppender, atomic_write_json, read_jsonl, replace_dir, sha256_file, sha256_json, write_jsonl
 
 __all__ = ["PrepareConfig", "SourceSpec", "prepare_dataset", "render_tests", "load_tokenizer", "problem_rows",
            "PREPARE_VERSION"]
@@ -312,10 +312,7 @@ def _write_datasets(out: Path, rows: list[dict]) -> None:
         ds.save_to_disk(str(tmp))
         ds.to_parquet(str(tmp / "rows.parquet.tmp"))
         (tmp / "rows.parquet.tmp").replace(out / "rows.parquet")
-        final = out / "dataset"
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        replace_dir(tmp, out / "dataset")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

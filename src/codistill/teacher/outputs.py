@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from codistill.store import replace_dir
 from codistill.teacher import leakage as leak
 from codistill.teacher.parse import PARSER_VERSION
 from codistill.teacher.templates import render_context
@@ -101,9 +102,7 @@ def write_dataset(path: Path, rows: list[dict]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".train_dataset.", dir=path.parent))
     try:
         ds.save_to_disk(str(tmp))
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
+        replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

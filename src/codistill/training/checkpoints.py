@@ -15,13 +15,12 @@ peft files, replaced atomically.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from codistill.store import atomic_write_json
+from codistill.store import atomic_write_json, replace_dir
 from codistill.training.config import RESUME_FREE_FIELDS, TrainConfig
 
 CHECKPOINTS = "checkpoints"
@@ -161,9 +160,7 @@ def save_checkpoint(accelerator: Any, model: Any, config: TrainConfig, state: Tr
         _write_records(tmp, config, format_record)
         atomic_write_json(tmp / STATE_FILE, state.state_dict() | {"data_position": state.step, **info,
                                                                   "saved_at": time.time()})
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
+        replace_dir(tmp, final)
         if config.keep_checkpoints:
             for old in checkpoint_dirs(output_dir)[:-config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -183,11 +180,6 @@ def save_final(accelerator: Any, model: Any, config: TrainConfig, output_dir: Pa
     _save_adapter(accelerator, model, tmp)
     if accelerator.is_main_process:
         _write_records(tmp, config, format_record)
-        old = Path(output_dir) / ".old-adapter"
-        shutil.rmtree(old, ignore_errors=True)
-        if dest.exists():
-            os.rename(dest, old)
-        os.rename(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, dest)
     accelerator.wait_for_everyone()
     return dest
