@@ -664,3 +664,28 @@ def test_progress_lines_for_a_log_file(tmp_path, server, caplog):
     assert lines[0].startswith("teach: 0/3 rows (0%), starting, teacher calls 0")
     assert lines[-1].startswith("teach: 3/3 rows, ") and " rows/s, done in " in lines[-1]
     assert "teacher calls" in lines[-1] and "cache hits" in lines[-1]
+
+
+def test_an_interrupt_stops_asking_the_teacher(tmp_path, server, monkeypatch):
+    """Ctrl-C while rows wait their turn: no queued row is asked after it (the executor would
+    otherwise run every one of them before letting go), and the next run asks only what is left."""
+    from codistill.teacher.runner import ProblemRunner
+
+    ds = _dataset(tmp_path / "data", [_problem(f"good{i}") for i in range(8)])
+    real_run, ran = ProblemRunner.run, []
+
+    def run(self, row):
+        ran.append(row["id"])
+        if len(ran) == 2:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C while this row was asked
+        if len(ran) > 2:
+            time.sleep(0.3)  # a teacher call takes time: the interrupt is seen while this one is in flight
+        return real_run(self, row)
+
+    monkeypatch.setattr(ProblemRunner, "run", run)
+    with pytest.raises(KeyboardInterrupt):
+        teach(_cfg(tmp_path, server.url, ds, teacher={"base_url": server.url, "concurrency": 1, "max_retries": 1}))
+    assert len(ran) <= 3  # at most the row in flight; the rows still queued were never started
+    monkeypatch.setattr(ProblemRunner, "run", real_run)
+    m = teach(_cfg(tmp_path, server.url, ds, teacher={"base_url": server.url, "concurrency": 1, "max_retries": 1}))
+    assert m["counts"]["rows"] == 8 and len(list(read_jsonl(tmp_path / "run" / "contexts.jsonl"))) == 8

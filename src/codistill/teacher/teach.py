@@ -230,30 +230,37 @@ def _ask(cfg: TeachConfig, rows: list[dict], todo: list[dict], runner: ProblemRu
                     + (f", errors {len(errors)}" if errors else ""))
     with JsonlAppender(ctx_path) as app, ThreadPoolExecutor(workers, thread_name_prefix="teach") as ex, prog:
         futs = {ex.submit(runner.run, r): r for r in todo}
-        for fut in as_completed(futs):
-            row = futs[fut]
-            if fut.cancelled():
-                continue
-            try:
-                rec = fut.result()
-            except Exception as e:  # noqa: BLE001 - a teacher outage must not lose finished work
-                errors[row["id"]] = f"{type(e).__name__}: {e}"[:300]
-                log.warning("teacher error on %s: %s", row["id"], errors[row["id"]])
+        try:
+            for fut in as_completed(futs):
+                row = futs[fut]
+                if fut.cancelled():
+                    continue
+                try:
+                    rec = fut.result()
+                except Exception as e:  # noqa: BLE001 - a teacher outage must not lose finished work
+                    errors[row["id"]] = f"{type(e).__name__}: {e}"[:300]
+                    log.warning("teacher error on %s: %s", row["id"], errors[row["id"]])
+                    prog.advance()
+                    streak += 1
+                    if streak == stop_after:
+                        n = sum(f.cancel() for f in futs)
+                        log.error("the last %d rows all failed: the teacher looks unavailable; %d rows not "
+                                  "asked (they stay to do)", streak, n)
+                    continue
+                streak = 0
+                rec["run_key"] = run_key
+                with lock:
+                    app.append(rec)
+                    done[rec["id"]] = rec
+                    counts["new"] += 1
+                    counts["fresh"] += any(not a.get("cached") for a in rec["attempt_log"])
                 prog.advance()
-                streak += 1
-                if streak == stop_after:
-                    n = sum(f.cancel() for f in futs)
-                    log.error("the last %d rows all failed: the teacher looks unavailable; %d rows not "
-                              "asked (they stay to do)", streak, n)
-                continue
-            streak = 0
-            rec["run_key"] = run_key
-            with lock:
-                app.append(rec)
-                done[rec["id"]] = rec
-                counts["new"] += 1
-                counts["fresh"] += any(not a.get("cached") for a in rec["attempt_log"])
-            prog.advance()
+        except BaseException:
+            # Ctrl-C or a kill: ask nothing more (without this the executor would run every queued
+            # row before letting go). Rows in flight finish into the response cache; rows not
+            # recorded stay to do.
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 # --------------------------------------------------------------------------- command line
