@@ -13,21 +13,19 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from codistill.correct.config import CorrectConfig
 from codistill.store import JsonlAppender, RunDirLock, atomic_write_json, read_jsonl, sha256_json
+from codistill.teacher.pool import ask_rows
 
 __all__ = ["CorrectIncompleteError", "correct", "incomplete_error"]
 
 log = logging.getLogger("codistill.correct")
 
 MODE = "correction"
-_STOP_AFTER_FAILED = 8  # failures in a row whose teacher call failed: the teacher is down
 
 
 class CorrectIncompleteError(RuntimeError):
@@ -142,36 +140,18 @@ def _ask(cfg: CorrectConfig, tcfg, template, fixes: list[dict], problems: dict, 
             workers = 1 if tc.backend == "llamacpp" else tc.concurrency
             log.info("correct: the teacher (%s) corrects %d of %d failures, %d in flight", tc.model, len(todo),
                      len(fixes), workers)
-            lock = threading.Lock()
-            streak, stop_after = 0, max(_STOP_AFTER_FAILED, 2 * workers)
             prog = Progress("correct: teacher", len(fixes), unit="failures", done=len(fixes) - len(todo),
                             every_n=cfg.progress_every, logger=log,
                             describe=lambda: f"teacher calls {client.calls}, cache hits {cache.hits}"
                             + (f", errors {len(errors)}" if errors else ""))
-            with JsonlAppender(path) as app, ThreadPoolExecutor(workers, thread_name_prefix="correct") as ex, prog:
-                futs = {ex.submit(runner.run, r): r for r in todo}
-                for fut in as_completed(futs):
-                    row = futs[fut]
-                    if fut.cancelled():
-                        continue
-                    prog.advance()
-                    try:
-                        rec = fut.result()
-                    except Exception as e:  # noqa: BLE001 - a teacher outage must not lose finished work
-                        errors[row["id"]] = f"{type(e).__name__}: {e}"[:300]
-                        log.warning("teacher error on %s: %s", row["id"], errors[row["id"]])
-                        streak += 1
-                        if streak == stop_after:
-                            n = sum(f.cancel() for f in futs)
-                            log.error("the last %d failures all got teacher errors: the teacher looks unavailable; "
-                                      "%d not asked (they stay to do)", streak, n)
-                        continue
-                    streak = 0
+            with JsonlAppender(path) as app, prog:
+                def record(row: dict, rec: dict) -> None:
                     rec.update(run_key=run_key, row_hash=hashes[row["id"]], sample_index=row["sample_index"])
-                    with lock:
-                        app.append(rec)
-                        done[rec["id"]] = rec
-                        info["new"] += 1
+                    app.append(rec)
+                    done[rec["id"]] = rec
+                    info["new"] += 1
+
+                ask_rows(runner.run, todo, workers, record, errors, prog.advance, log, "failures", "correct")
         finally:
             info.update(teacher_calls=client.calls, cache_hits=cache.hits, usage=client.usage())
             client.close()

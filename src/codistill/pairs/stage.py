@@ -16,14 +16,13 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from codistill.pairs.config import MODE, PairsConfig
 from codistill.store import JsonlAppender, RunDirLock, atomic_write_json, read_jsonl, sha256_json, write_jsonl
+from codistill.teacher.pool import ask_rows
 
 __all__ = ["PairsIncompleteError", "incomplete_error", "make_pairs"]
 
@@ -31,7 +30,6 @@ log = logging.getLogger("codistill.pairs")
 
 PAIRS_FILE = "pairs.jsonl"
 MANIFEST = "pairs_manifest.json"
-_STOP_AFTER_FAILED = 8  # failures in a row whose teacher call failed: the teacher is down
 
 
 class PairsIncompleteError(RuntimeError):
@@ -182,36 +180,18 @@ def _ask(cfg: PairsConfig, template, fixes: list[dict], problems: dict, out: Pat
             workers = 1 if cfg.teacher.backend == "llamacpp" else cfg.teacher.concurrency
             log.info("pairs: the teacher (%s) corrects %d of %d failures, %d in flight", cfg.teacher.model, len(todo),
                      len(fixes), workers)
-            lock = threading.Lock()
-            streak, stop_after = 0, max(_STOP_AFTER_FAILED, 2 * workers)
             prog = Progress("pairs: teacher", len(fixes), unit="failures", done=len(fixes) - len(todo),
                             every_n=cfg.progress_every, logger=log,
                             describe=lambda: f"teacher calls {client.calls}, cache hits {cache.hits}"
                             + (f", errors {len(errors)}" if errors else ""))
-            with JsonlAppender(path) as app, ThreadPoolExecutor(workers, thread_name_prefix="pairs") as ex, prog:
-                futs = {ex.submit(runner.run, r): r for r in todo}
-                for fut in as_completed(futs):
-                    row = futs[fut]
-                    if fut.cancelled():
-                        continue
-                    prog.advance()
-                    try:
-                        rec = fut.result()
-                    except Exception as e:  # noqa: BLE001 - a teacher outage must not lose finished work
-                        errors[row["id"]] = f"{type(e).__name__}: {e}"[:300]
-                        log.warning("teacher error on %s: %s", row["id"], errors[row["id"]])
-                        streak += 1
-                        if streak == stop_after:
-                            n = sum(f.cancel() for f in futs)
-                            log.error("the last %d failures all got teacher errors: the teacher looks unavailable; "
-                                      "%d not asked (they stay to do)", streak, n)
-                        continue
-                    streak = 0
+            with JsonlAppender(path) as app, prog:
+                def record(row: dict, rec: dict) -> None:
                     rec.update(run_key=run_key, row_hash=hashes[row["id"]], sample_index=row["sample_index"])
-                    with lock:
-                        app.append(rec)
-                        done[rec["id"]] = rec
-                        info["new"] += 1
+                    app.append(rec)
+                    done[rec["id"]] = rec
+                    info["new"] += 1
+
+                ask_rows(runner.run, todo, workers, record, errors, prog.advance, log, "failures", "pairs")
         finally:
             info.update(teacher_calls=client.calls, cache_hits=cache.hits, usage=client.usage())
             client.close()

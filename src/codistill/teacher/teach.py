@@ -50,9 +50,7 @@ teacher, one client per run), :mod:`~codistill.teacher.cache`, :mod:`~codistill.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from codistill.store import JsonlAppender, RunDirLock, atomic_write_json, read_jsonl, sha256_json, write_jsonl
@@ -71,6 +69,7 @@ from codistill.teacher.outputs import (
     write_dataset,
 )
 from codistill.teacher.parse import PARSER_VERSION
+from codistill.teacher.pool import ask_rows
 from codistill.teacher.runner import ProblemRunner
 from codistill.teacher.templates import PromptTemplate, load_template
 
@@ -79,7 +78,6 @@ __all__ = ["TeachConfig", "TeacherConfig", "TeachSampling", "teach", "load_rows"
 
 log = logging.getLogger(__name__)
 
-_STOP_AFTER_FAILED_ROWS = 8  # at least; twice the rows in flight when that is more
 
 
 # --------------------------------------------------------------------------- rows
@@ -217,50 +215,23 @@ def _ask(cfg: TeachConfig, rows: list[dict], todo: list[dict], runner: ProblemRu
          done: dict, errors: dict, counts: dict) -> None:
     """Run every row left to do, ``concurrency`` at a time; each record is appended to
     ``contexts.jsonl`` as soon as its row is finished. A row whose teacher call failed goes to
-    ``errors`` (it stays to do); after ``stop_after`` such rows in a row the rest is not asked."""
+    ``errors`` (it stays to do); see :func:`codistill.teacher.pool.ask_rows`."""
     from codistill.progress import Progress
 
     client, cache = runner.client, runner.cache
-    lock = threading.Lock()
     workers = 1 if cfg.teacher.backend == "llamacpp" else cfg.teacher.concurrency
-    stop_after = max(_STOP_AFTER_FAILED_ROWS, 2 * workers)
-    streak = 0  # rows failed in a row: the teacher is down, asking the rest would only wait
     prog = Progress("teach", len(rows), unit="rows", done=len(rows) - len(todo), every_n=cfg.progress_every,
                     logger=log, describe=lambda: f"teacher calls {client.calls}, cache hits {cache.hits}"
                     + (f", errors {len(errors)}" if errors else ""))
-    with JsonlAppender(ctx_path) as app, ThreadPoolExecutor(workers, thread_name_prefix="teach") as ex, prog:
-        futs = {ex.submit(runner.run, r): r for r in todo}
-        try:
-            for fut in as_completed(futs):
-                row = futs[fut]
-                if fut.cancelled():
-                    continue
-                try:
-                    rec = fut.result()
-                except Exception as e:  # noqa: BLE001 - a teacher outage must not lose finished work
-                    errors[row["id"]] = f"{type(e).__name__}: {e}"[:300]
-                    log.warning("teacher error on %s: %s", row["id"], errors[row["id"]])
-                    prog.advance()
-                    streak += 1
-                    if streak == stop_after:
-                        n = sum(f.cancel() for f in futs)
-                        log.error("the last %d rows all failed: the teacher looks unavailable; %d rows not "
-                                  "asked (they stay to do)", streak, n)
-                    continue
-                streak = 0
-                rec["run_key"] = run_key
-                with lock:
-                    app.append(rec)
-                    done[rec["id"]] = rec
-                    counts["new"] += 1
-                    counts["fresh"] += any(not a.get("cached") for a in rec["attempt_log"])
-                prog.advance()
-        except BaseException:
-            # Ctrl-C or a kill: ask nothing more (without this the executor would run every queued
-            # row before letting go). Rows in flight finish into the response cache; rows not
-            # recorded stay to do.
-            ex.shutdown(wait=False, cancel_futures=True)
-            raise
+    with JsonlAppender(ctx_path) as app, prog:
+        def record(row: dict, rec: dict) -> None:
+            rec["run_key"] = run_key
+            app.append(rec)
+            done[rec["id"]] = rec
+            counts["new"] += 1
+            counts["fresh"] += any(not a.get("cached") for a in rec["attempt_log"])
+
+        ask_rows(runner.run, todo, workers, record, errors, prog.advance, log, "rows", "teach")
 
 
 # --------------------------------------------------------------------------- command line
