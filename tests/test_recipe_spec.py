@@ -131,15 +131,16 @@ def test_a_registered_stage_runs_with_no_edit_of_the_runner(tmp_path, monkeypatc
 # Keys of the packaged paper-small recipe as the runner made them before the recipe was typed
 # (runs/paper-small/run_manifest.json has the data and teach ones): a run directory made then is
 # recognised as complete now. Upstream output hashes are stand-ins ("D", "T", "A").
+# eval keys: max_new_tokens 1920 since the budget guard refused 1024 after paper-small's teach stage
 PAPER_SMALL_KEYS = {
     "data": "dd7c960f6595db860db2a7c751e45afe87509cbddc317344fdb395ec53eb3c02",
     "teach": "ceb82c51f912395ead1a19ef630674423760ecf6238e7e5b6802841784f4aff4",
     "train:cd": "9c26b357eb046cc6f3ff12e1f9aa983e4f2ba1ab6643869ab6bbada0841850f8",
     "train:cd_sa": "f50e885f61d0aa1ce97b64d7d3aadaa0a35fd23f1e0ac5f52322906b533806b1",
-    "eval:base@format": "6e1a897dfa8d3ece5c0f847d0775a985d37fe9aaf8b66a9726e47ccf3f8532a8",
-    "eval:base@standard": "970117c46172f603625b45f22865fecbb208201dfe0fa398774478df0266cca8",
-    "eval:cd@format": "055ced8c4c2965159b119d9f6c2ee38de319d9be82eb05565eab7a4009c6d449",
-    "eval:teacher@standard": "2041311c6500ba224a82e1f7643672b37123d2bf6087c3c3e4bd8e1e0618b809",
+    "eval:base@format": "cf864291f4f50a9d9400f364695b4e3b239956ff7632a108074bef8aa59991a3",
+    "eval:base@standard": "2094363e9d04187380d0f7954c84414f53ae2bb56bb9197d64464aa237e54bf1",
+    "eval:cd@format": "5b094d8493d3253715c75d639bf62809c263792a0656038267af6db12bdcad73",
+    "eval:teacher@standard": "d73b6338e1c76dec2fbd0575147da8c9715259dd84b0c9cebdb25ce5173f7f6e",
 }
 
 
