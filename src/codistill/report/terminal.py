@@ -83,18 +83,18 @@ def print_report(rep: dict, console=None) -> None:
     if rep.get("cost"):
         from codistill.report.cost import fmt_per_mtok, fmt_samples, fmt_tokens
 
-        c = Table(title="cost: teacher tokens (data / inference), student samples, training examples; pass@1 % "
-                  "and per M teacher tokens", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+        c = Table(title="cost per arm: teacher tokens (training data, inference), student samples, training "
+                  "examples; pass@1 per million teacher tokens (pass@1 itself: the first table)", box=box.SIMPLE_HEAD,
+                  pad_edge=False, show_edge=False,
                   caption="– : not priced (see the report's notes); ≥ / ≤: the last eval call only",
                   caption_justify="left")
-        for col in ["arm", "kind", "teacher data", "teacher inference", "student samples", "train examples",
-                    *[f"{b} pass@1" for b in rep["benchmarks"]], *[f"{b} /Mtok" for b in rep["benchmarks"]]]:
-            c.add_column(esc(col), justify="left" if col in ("arm", "kind") else "right")
+        for col in ["arm", "tokens data", "tokens infer", "samples", "examples",
+                    *[f"{b} /Mtok" for b in rep["benchmarks"]]]:
+            c.add_column(esc(col), justify="left" if col == "arm" else "right", no_wrap=col == "arm")
         for row in rep["cost"]:
-            c.add_row(*map(esc, [row["arm"], row["kind"] or "?", fmt_tokens(row, "teacher_tokens_data"),
+            c.add_row(*map(esc, [row["arm"], fmt_tokens(row, "teacher_tokens_data"),
                                  fmt_tokens(row, "teacher_tokens_inference"), fmt_samples(row),
                                  fmt_tokens(row, "training_examples"),
-                                 *[_pct(row["pass@1"].get(b)) for b in rep["benchmarks"]],
                                  *[fmt_per_mtok(row, b) for b in rep["benchmarks"]]]))
         console.print(c)
     ppl = {a: q for a, q in rep["perplexity"].items() if q}
