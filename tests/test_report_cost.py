@@ -243,7 +243,7 @@ def test_missing_manifests_give_a_dash_and_a_note(run, tmp_path):
 
     console = Console(record=True, width=250)
     print_report(rep, console)
-    assert "cost: teacher tokens" in console.export_text()
+    assert "cost per arm: teacher tokens" in console.export_text()
 
 
 def test_unknown_arm_and_kind(run, tmp_path):
