@@ -88,6 +88,8 @@ def hsft_dict(recipe, run: Path) -> tuple[dict, bool]:
     from codistill.recipe.settings import _section_dict, _teach_dict
 
     d, serve = _teach_dict(recipe, run)
+    for k in ("template", "mode_options"):  # the teach section's own mode's (the hsft section may set its own)
+        d.pop(k, None)
     d.update(mode="hierarchical", out_dir=str(run / "hsft"))
     section = _section_dict(getattr(recipe, "hsft", None))
     if (section.get("teacher") or {}).get("base_url"):
