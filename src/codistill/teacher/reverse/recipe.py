@@ -3,8 +3,9 @@
 ``cd`` trains on ``teach/train.jsonl``: same problems, same student, same format, same training
 settings, so the two arms differ only in where the reasoning came from.
 
-Settings: the teach section's (teacher, sampling, checks, the run's teacher cache — so the
-explain drafts REER starts from are the teach stage's own answers, not asked twice), mode
+Settings: the teach section's (teacher, sampling, checks, its explain template if it has one,
+the run's teacher cache — so the explain drafts REER starts from are the teach stage's own
+answers, not asked twice), mode
 ``reverse``, and ``mode_options`` = the recipe's ``reer:`` section (:class:`ReverseOptions`)
 over what the run fixes: the scorer is the recipe's student, the format is the recipe's.
 Key: the config's key and the data hash (:func:`codistill.recipe.teacher.teach_stage`).
@@ -25,8 +26,9 @@ def reer_dict(recipe, run: Path) -> tuple[dict, bool]:
     from codistill.recipe.settings import _section_dict, _student, _teach_dict
 
     d, serve = _teach_dict(recipe, run)
-    for k in ("template", "mode_options"):  # the teach section's own mode's
-        d.pop(k, None)
+    d.pop("mode_options", None)  # the teach section's own mode's
+    if d.get("mode", "explain") != "explain":  # an explain template of its own is the drafts' template too
+        d.pop("template", None)
     fixed = {"scorer": {"model": _student(recipe)}, "format": recipe.student_format().model_dump()}
     d.update(mode="reverse", out_dir=str(run / "reer"),
              mode_options=deep_merge(fixed, _section_dict(getattr(recipe, "reer", None))))
