@@ -21,7 +21,7 @@ def test_the_settings_come_from_the_recipe():
     assert cfg.cache_dir == str(Path("run/cache/teach"))  # the teacher cache shared with teach
     st = cfg.student
     assert st.model == "qwen2.5-coder-0.5b" and st.backend == "llama-server" and st.batch_size == 32
-    assert st.backend_options == {"n_parallel": 8, "ctx": 2560} and st.format == rec.student_format().model_dump()
+    assert st.backend_options == rec.eval.settings()["backend_options"] and st.format == rec.student_format().model_dump()
     # a correct: section wins over what the runner derives
     rec2 = SimpleNamespace(**{k: getattr(rec, k) for k in ("eval", "teach", "train", "data_dir", "serve")},
                            student_format=rec.student_format,

@@ -27,7 +27,7 @@ def test_the_settings_come_from_the_recipe():
     rec = load_recipe("paper-small")
     cfg = SelectConfig.model_validate(select_dict(rec, Path("run")))
     assert cfg.dataset == str(Path("run/data")) and cfg.model == "qwen2.5-coder-0.5b"
-    assert cfg.backend == "llama-server" and cfg.backend_options == {"n_parallel": 8, "ctx": 2560}
+    assert cfg.backend == "llama-server" and cfg.backend_options == rec.eval.settings()["backend_options"] == {"n_parallel": 8, "ctx": 3072}
     assert cfg.batch_size == 32 and cfg.student_format().key() == rec.student_format().key()
     # a select: section wins; its own backend takes none of eval's options
     own = SelectConfig.model_validate(select_dict(_like(rec, select={"backend": "hf", "budget": 10, "k": 2}), Path("r")))
