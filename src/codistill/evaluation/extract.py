@@ -20,13 +20,15 @@ from __future__ import annotations
 import ast
 import re
 
+from codistill.problems._common import parse_quietly
+
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _CODE_START = re.compile(r"^(def |class |import |from |@|async def |[A-Za-z_][A-Za-z0-9_]* *=)")
 
 
 def _parses(code: str) -> bool:
     try:
-        ast.parse(code)
+        parse_quietly(code)
         return True
     except (SyntaxError, ValueError):
         return False
@@ -36,7 +38,7 @@ def _defines(code: str, name: str | None) -> bool:
     if not name:
         return False
     try:
-        tree = ast.parse(code)
+        tree = parse_quietly(code)
     except (SyntaxError, ValueError):
         return bool(re.search(rf"^\s*(async\s+)?def\s+{re.escape(name)}\s*\(", code, re.M))
     for node in ast.walk(tree):
@@ -67,7 +69,7 @@ def sanitize(code: str) -> str:
     ``sanitize`` does the same). Code that does not parse is returned unchanged.
     """
     try:
-        tree = ast.parse(code)
+        tree = parse_quietly(code)
     except (SyntaxError, ValueError):
         return code
     lines = code.split("\n")

@@ -10,6 +10,7 @@ import gzip
 import importlib.util
 import json
 import logging
+import threading
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -125,10 +126,17 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+# One parse at a time in this process: CPython 3.11 keeps the AST constructor's recursion depth in
+# interpreter-wide state, so two threads parsing at once can fail with "SystemError: AST constructor
+# recursion depth mismatch" (python/cpython#106905; seen here with the teacher's worker threads);
+# warnings.catch_warnings is not thread-safe either.
+_PARSE_LOCK = threading.Lock()
+
+
 def parse_quietly(src: str) -> ast.Module:
     """``ast.parse`` without the SyntaxWarning/DeprecationWarning noise of old dataset code
-    (invalid escapes like ``'\\d'`` in non-raw strings)."""
-    with warnings.catch_warnings():
+    (invalid escapes like ``'\\d'`` in non-raw strings), safe to call from several threads."""
+    with _PARSE_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", SyntaxWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         return ast.parse(src)

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import ast
 import re
-import warnings
 
 __all__ = ["LEAKAGE_VERSION", "code_spans", "code_tokens", "leakage", "leakage_score", "summarize"]
 
+from codistill.problems._common import parse_quietly  # noqa: E402
 from codistill.problems.tokens import _FALLBACK_TOKEN, code_tokens  # noqa: E402,F401 - re-exported
 
 LEAKAGE_VERSION = 1  # part of teach's resume key: a changed score re-checks finished records (from cache)
@@ -50,9 +50,7 @@ def _looks_like_code(line: str) -> bool:
     src = s + ":\n    pass" if re.match(r"(for|while|if|elif|else|def|class|with|try|except)\b", s) else s
     src = re.sub(r"^(elif|else|except)\b", "if", src)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = ast.parse(src)
+        tree = parse_quietly(src)
     except (SyntaxError, ValueError):
         return False
     # sentences rarely parse; those that do ("a and b") have no structure

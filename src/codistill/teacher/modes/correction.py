@@ -43,10 +43,10 @@ def failure_text(failure: dict) -> str:
 
 
 def _parses(code: str) -> bool:
-    import ast
+    from codistill.problems._common import parse_quietly
 
     try:
-        ast.parse(code)
+        parse_quietly(code)
     except (SyntaxError, ValueError):
         return False
     return True
