@@ -255,7 +255,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="recipe run dir (arms/<arm>/eval), arm dir or eval run dir; LABEL=DIR names/prefixes its arms")
     p.add_argument("--out", default=None, help="output folder (default: the first RUN_DIR)")
-    p.add_argument("--baseline", default="base", help="arm the others are compared with (default base; else the first arm)")
+    p.add_argument("--baseline", default="base", help="arm the others are compared with, each with its eval "
+                   "under the arm's protocol (base or base@standard; default base; else the first arm)")
     p.add_argument("--title", default=None)
 
 

@@ -150,7 +150,8 @@ class ReportSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    baseline: str = Field("base", description="arm the others are compared with")
+    baseline: str = Field("base", description="arm the others are compared with (each with its "
+                          "eval under the arm's protocol: base, base@standard)")
     title: str | None = Field(None, description="report title (default: the recipe's name)")
     fixed_before_run: list[str] = Field(default_factory=list, description="what was decided before any test "
                                         "number was seen (shown at the top of the report)")

@@ -41,7 +41,10 @@ def write_report(run_dirs, out=None, baseline: str = "base", title: str | None =
         run_dirs: recipe run dirs, arm dirs or eval run dirs (a str/Path or a list of them); an
             entry ``LABEL=DIR`` names the arm (eval run) or prefixes the arms (recipe run) with LABEL.
         out: output folder (default: the first run dir).
-        baseline: arm the others are compared with (default ``base``; if absent, the first arm).
+        baseline: the primary baseline arm (default ``base``; if absent, the first arm). Each arm is
+            compared with the baseline's eval under the arm's own protocol (``base`` for the run's
+            format, ``base@standard`` for the standard protocol; the primary one, with a note, when
+            the baseline was not judged under it): :mod:`codistill.report.paired`.
         title: report title.
         plots: draw the PNG plots (needs matplotlib; skipped with a note when it is missing).
         n_boot, seed: paired bootstrap resamples and seed.

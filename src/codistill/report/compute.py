@@ -4,10 +4,9 @@
 :class:`Report` dict that ``report.json`` holds and the renderers (Markdown, HTML, terminal) read.
 
 Statistics: pass@1 with a Wilson 95% interval per arm and benchmark; every arm against the
-baseline arm on the tasks both evaluated (intersection of task ids): Δpass@1 with a paired
-bootstrap 95% CI, exact McNemar test on per-task pass/fail (b = tasks only the arm passes,
-c = tasks only the baseline passes) and a Holm adjustment over all comparisons in the table --
-the functions of :mod:`codistill.metrics.stats`.
+baseline judged under the arm's own protocol (``base`` for the run's format, ``base@standard`` for
+the standard protocol) on the tasks both evaluated: Δpass@1 with a paired bootstrap 95% CI, exact
+McNemar test and a Holm adjustment over all comparisons in the table -- :mod:`codistill.report.paired`.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from typing import Any, TypedDict
 
 from codistill.report.cost import cost_part
 from codistill.report.load import Arm, RunInfo, _split_spec
+from codistill.report.paired import Comparison, _nc, _task_p1, protocol_name, significance
 from codistill.report.pipeline import pipeline_part
 
 __all__ = ["SMOKE_TEXT", "SMOKE_MIN_TASKS", "CAP_WARN", "VERDICT_COLUMNS", "PROVENANCE_KEYS", "Report",
@@ -47,15 +47,6 @@ PassCell = TypedDict("PassCell", {
     "source": str,  # "tasks.jsonl" or "results.json" (no per-task rows: no CI)
     "results_json_pass@1": float,  # only where results.json disagrees with tasks.jsonl
 }, total=False)
-
-Comparison = TypedDict("Comparison", {
-    "arm": str, "baseline": str, "benchmark": str, "n_common": int, "n_baseline_only": int, "n_arm_only": int,
-    "baseline_pass@1": float, "arm_pass@1": float,
-    "delta": float, "ci": list[float],  # arm - baseline, paired bootstrap CI
-    "b": int, "c": int, "p_value": float, "p_holm": float,  # exact McNemar, Holm-adjusted
-    "mcnemar_on": str,
-})
-
 
 class StructureCell(TypedDict):
     syntax_match: float | None
@@ -106,7 +97,7 @@ class Report(TypedDict, total=False):
     generated: str
     inputs: list[str]
     arms: list[str]
-    baseline: str | None
+    baseline: str | None  # the primary baseline; each significance row names the baseline it used
     baseline_note: str | None
     benchmarks: list[str]
     smoke: Smoke
@@ -118,7 +109,7 @@ class Report(TypedDict, total=False):
     protocols: dict[str, Protocol]
     fixed_before_run: dict[str, list[str]]  # run -> recipe's report.fixed_before_run
     answers: dict[str, dict[str, AnswerRates]]
-    significance: list[Comparison]
+    significance: list[Comparison]  # each arm against the baseline judged under its protocol (report.paired)
     significance_notes: list[str]
     n_boot: int
     provenance: dict[str, dict[str, Any]]  # every arm, evaluated or not: source, config, versions, train...
@@ -131,22 +122,6 @@ class Report(TypedDict, total=False):
 
 
 # --------------------------------------------------------------------------- tables
-def _task_p1(row: dict) -> float:
-    if row.get("pass@1") is not None:
-        return float(row["pass@1"])
-    n, c = row.get("n"), row.get("c")
-    if n:
-        return float(c or 0) / float(n)
-    return 1.0 if row.get("passed") else 0.0
-
-
-def _nc(row: dict) -> tuple[int, int]:
-    n = int(row.get("n") or 1)
-    c = row.get("c")
-    c = int(c) if c is not None else (n if row.get("passed") else 0)
-    return n, c
-
-
 def _pass_cell(arm: Arm, bench: str) -> PassCell | None:
     from codistill.metrics.stats import wilson_interval
 
@@ -222,52 +197,6 @@ def _perplexity(arm: Arm) -> Perplexity | None:
     return None
 
 
-def _significance(arms: list[Arm], baseline: Arm, benches: list[str], n_boot: int,
-                  seed: int) -> tuple[list[Comparison], list[str]]:
-    from codistill.metrics.stats import holm_adjust, mcnemar_exact, paired_bootstrap_ci
-
-    out: list[Comparison] = []
-    notes: list[str] = []
-    for arm in arms:
-        if arm is baseline or not arm.has_eval:
-            continue
-        for bench in benches:
-            brows, arows = baseline.rows.get(bench), arm.rows.get(bench)
-            if not brows or not arows:
-                ran = {a.name: bench in a.benchmarks() for a in (baseline, arm)}
-                if all(ran.values()):
-                    who = " and ".join(a.name for a, r in ((baseline, brows), (arm, arows)) if not r)
-                    notes.append(f"{arm.name} vs {baseline.name} on {bench}: no per-task results (tasks.jsonl) "
-                                 f"for {who}; not compared")
-                elif any(ran.values()):
-                    notes.append(f"{arm.name} vs {baseline.name} on {bench}: "
-                                 f"{' and '.join(n for n, r in ran.items() if not r)} not evaluated on it")
-                continue
-            common = sorted(set(brows) & set(arows))
-            if not common:
-                notes.append(f"{arm.name} vs {baseline.name} on {bench}: no task in common; not compared")
-                continue
-            bp = [bool(brows[t].get("passed")) for t in common]
-            ap = [bool(arows[t].get("passed")) for t in common]
-            b1 = [_task_p1(brows[t]) for t in common]
-            a1 = [_task_p1(arows[t]) for t in common]
-            mc = mcnemar_exact(bp, ap)
-            bs = paired_bootstrap_ci(b1, a1, n_boot=n_boot, seed=seed)
-            multi = any(_nc(brows[t])[0] > 1 or _nc(arows[t])[0] > 1 for t in common)
-            out.append({
-                "arm": arm.name, "baseline": baseline.name, "benchmark": bench,
-                "n_common": len(common), "n_baseline_only": len(set(brows) - set(arows)),
-                "n_arm_only": len(set(arows) - set(brows)),
-                "baseline_pass@1": sum(b1) / len(b1), "arm_pass@1": sum(a1) / len(a1),
-                "delta": bs["diff"], "ci": [bs["lo"], bs["hi"]],
-                "b": mc["b01"], "c": mc["b10"], "p_value": mc["p_value"],
-                "mcnemar_on": "first sample pass/fail" if multi else "pass/fail",
-            })
-    for row, ph in zip(out, holm_adjust([r["p_value"] for r in out])):
-        row["p_holm"] = ph
-    return out, notes
-
-
 def _smoke(arms: list[Arm], runs: list[RunInfo], table1: dict) -> list[str]:
     reasons = []
     for run in runs:
@@ -332,7 +261,7 @@ def _protocol(arm: Arm) -> Protocol:
         if declared:
             kind = "standard" if p.get("name", "standard") == "standard" else "format"
             primary = kind == declared
-    return {"name": p.get("name", "standard" if res else None), "description": p.get("description"),
+    return {"name": protocol_name(arm), "description": p.get("description"),
             "overrides": check.get("overrides") or [], "primary": primary,
             "max_new_tokens": (res.get("config") or {}).get("max_new_tokens")}
 
@@ -436,8 +365,10 @@ def compute_report(arms: list[Arm], runs: list[RunInfo], inputs: list, *, baseli
                    title: str | None = None, n_boot: int = 10000, seed: int = 0,
                    generated: str | _dt.datetime | None = None) -> Report:
     """The report of ``arms``/``runs`` (from :func:`~codistill.report.load.discover_arms` on ``inputs``),
-    all but ``plots``, ``skipped_plots`` and ``files``. ``baseline``: the arm the others are compared
-    with (if absent, the first evaluated arm, with a ``baseline_note``)."""
+    all but ``plots``, ``skipped_plots`` and ``files``. ``baseline``: the primary baseline arm (if
+    absent, the first evaluated arm, with a ``baseline_note``); each arm is compared with the member
+    of its family (``base``, ``base@standard``) judged under the arm's protocol
+    (:func:`~codistill.report.paired.choose_baselines`)."""
     evaluated = [a for a in arms if a.has_eval]
     base_arm = next((a for a in evaluated if a.name == baseline), None)
     baseline_note = None
@@ -457,7 +388,7 @@ def compute_report(arms: list[Arm], runs: list[RunInfo], inputs: list, *, baseli
     table1 = {a.name: {bch: c for bch in benches if (c := _pass_cell(a, bch))} for a in order}
     table3 = {a.name: {bch: c for bch in benches if (c := _structure_cell(a, bch))} for a in order}
     ppl = {a.name: _perplexity(a) for a in order}
-    sig, sig_notes = _significance(order, base_arm, benches, n_boot, seed) if base_arm else ([], [])
+    sig, sig_notes = significance(order, base_arm, benches, n_boot, seed) if base_arm else ([], [])
     smoke = _smoke(arms, runs, table1)
 
     missing: list[str] = []

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from codistill.report.compute import CAP_WARN, PROVENANCE_KEYS, SMOKE_TEXT, VERDICT_COLUMNS
 from codistill.report.load import Arm, RunInfo
+from codistill.report.paired import baselines_used, crosses_protocols, same_model
 
 __all__ = ["Block", "Section", "build_sections"]
 
@@ -63,6 +64,27 @@ class Block:
 Section = tuple[str, list[Block]]  # (heading, "" for none; blocks)
 
 
+def _baseline_list(rep: dict, names: list[str]) -> str:
+    """``**base** (protocol `paper`), **base@standard** (protocol `standard`)``."""
+    pr = rep.get("protocols") or {}
+    return ", ".join(f"**{n}** (protocol `{(pr.get(n) or {}).get('name') or '?'}`)" for n in names)
+
+
+def _cross_text(rep: dict) -> str:
+    """A sentence on the rows whose arm and baseline were judged under different protocols ('' if none)."""
+    pr = rep.get("protocols") or {}
+    pairs: dict[tuple[str, str], bool] = {}
+    for r in rep["significance"]:
+        if crosses_protocols(r, pr):
+            pairs[(r["arm"], r["baseline"])] = same_model(r)
+    if not pairs:
+        return ""
+    desc = [f"{a} vs {bl} (`{pr[a]['name']}` vs `{pr[bl]['name']}`: "
+            + ("the same model, so Δ is the protocol's effect)" if same else "Δ mixes the model and the protocol "
+               "difference)") for (a, bl), same in pairs.items()]
+    return " Rows across two protocols: " + "; ".join(desc) + "."
+
+
 def build_sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict) -> list[Section]:
     """The report's sections, in order. ``plots``: {key: {"path", "title", ...}} of the plots drawn."""
     secs: list[Section] = []
@@ -74,7 +96,13 @@ def build_sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict)
     if rep["smoke"]["is_smoke"]:
         head.append(Block("banner", SMOKE_TEXT, items=rep["smoke"]["reasons"]))
     head.append(Block("p", f"Generated {rep['generated']} from: " + ", ".join(rep["inputs"]) + "."))
-    head.append(Block("p", f"Arms: {', '.join(order) or 'none'}. Baseline: **{rep['baseline'] or '–'}**."
+    used = baselines_used(rep)
+    if len(used) > 1:
+        said = (f"Baselines: {_baseline_list(rep, used)}; each arm is compared with the one judged under its own "
+                "protocol.")
+    else:
+        said = f"Baseline: **{rep['baseline'] or '–'}**."
+    head.append(Block("p", f"Arms: {', '.join(order) or 'none'}. {said}"
                       + (f" {rep['baseline_note']}" if rep.get("baseline_note") else "")))
     for run_name, items in (rep.get("fixed_before_run") or {}).items():
         head.append(Block("p", f"Fixed before the run ({run_name}'s recipe, `report.fixed_before_run`):"))
@@ -127,6 +155,9 @@ def build_sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict)
     if sig:
         headers = ["arm", "benchmark", "tasks compared", f"{rep['baseline']} pass@1", "arm pass@1", "Δpass@1 (pp)",
                    "95% bootstrap CI (pp)", "b: arm only", "c: baseline only", "McNemar exact p", "Holm p"]
+        if len(used) > 1:  # a column naming each row's baseline
+            headers[1:1] = ["baseline"]
+            headers[4] = "baseline pass@1"
         rows = []
         for s in sig:
             extra = ""
@@ -136,20 +167,26 @@ def build_sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict)
                          _pct(s["arm_pass@1"]),
                          f"{100 * s['delta']:+.1f}", f"[{100 * s['ci'][0]:+.1f}, {100 * s['ci'][1]:+.1f}]",
                          str(s["b"]), str(s["c"]), _pval(s["p_value"]), _pval(s["p_holm"])])
+            if len(used) > 1:
+                rows[-1][1:1] = [s["baseline"]]
         b.append(Block("table", headers=headers, rows=rows))
-        b.append(Block("p", f"Each arm against **{rep['baseline']}** on the tasks both evaluated (intersection of task ids; "
+        against = (f"the baseline judged under the same protocol (column baseline: {_baseline_list(rep, used)})"
+                   if len(used) > 1 else f"**{rep['baseline']}**")
+        b.append(Block("p", f"Each arm against {against} on the tasks both evaluated (intersection of task ids; "
                        "\"of X / Y\" gives each side's total where they differ). Δ = arm − baseline in percentage points, "
                        f"CI from a paired bootstrap over tasks ({rep['n_boot']} resamples). McNemar: exact two-sided binomial "
                        "test on the discordant tasks b and c. Holm p adjusts for the "
                        f"{len(sig)} comparisons in this table. A CI that contains 0 / p ≥ 0.05 is no evidence of a difference."
                        + (" With n > 1 samples per task, McNemar compares each task's first sample (pass/fail) while Δ and "
-                          "its CI use the per-task pass@1 c/n." if any(s["mcnemar_on"] != "pass/fail" for s in sig) else "")))
+                          "its CI use the per-task pass@1 c/n." if any(s["mcnemar_on"] != "pass/fail" for s in sig) else "")
+                       + _cross_text(rep)))
     else:
         b.append(Block("p", "No paired comparison: it needs a baseline and another arm with per-task results "
                        "(tasks.jsonl) on a shared benchmark."))
     if rep["significance_notes"]:
         b.append(Block("list", items=rep["significance_notes"]))
-    secs.append((f"Paired significance against the baseline ({rep['baseline'] or '–'})", b))
+    secs.append((f"Paired significance against the same-protocol baselines ({', '.join(used)})" if len(used) > 1
+                 else f"Paired significance against the baseline ({rep['baseline'] or '–'})", b))
 
     # protocol and answer lengths ------------------------------------------------------------
     pr, ans = rep.get("protocols") or {}, rep.get("answers") or {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from codistill.report.compute import CAP_WARN, SMOKE_TEXT
+from codistill.report.paired import baselines_used
 from codistill.report.sections import _cell_p1, _pct, _pval
 
 __all__ = ["print_report"]
@@ -52,16 +53,21 @@ def print_report(rep: dict, console=None) -> None:
             u.add_row(esc(a), esc(str(p.get("name")) + (" (primary)" if p.get("primary") else "")), *map(esc, cells))
         console.print(u)
     if rep["significance"]:
-        s = Table(title=f"paired vs {esc(str(rep['baseline']))} on the same tasks", box=box.SIMPLE_HEAD,
+        used = baselines_used(rep)
+        multi = len(used) > 1
+        title = (f"paired vs the baseline judged under the same protocol ({esc(', '.join(used))}) on the same tasks"
+                 if multi else f"paired vs {esc(str(rep['baseline']))} on the same tasks")
+        s = Table(title=title, box=box.SIMPLE_HEAD,
                   pad_edge=False, show_edge=False,
                   caption=esc("Δ: arm − baseline pass@1 in percentage points [paired bootstrap 95% CI]; "
                               "b / c: tasks only the arm / only the baseline passes; p: exact McNemar; "
                               "Holm: p adjusted for all rows"), caption_justify="left")
-        for col in ("arm", "benchmark", "tasks", esc("Δ pp [95% CI]"), "b", "c", "p", "Holm"):
-            s.add_column(col, justify="left" if col in ("arm", "benchmark") else "right", no_wrap=True)
+        for col in ("arm",) + (("baseline",) if multi else ()) + ("benchmark", "tasks", esc("Δ pp [95% CI]"), "b",
+                                                                  "c", "p", "Holm"):
+            s.add_column(col, justify="left" if col in ("arm", "baseline", "benchmark") else "right", no_wrap=True)
         for r in rep["significance"]:
             style = "green" if r["p_holm"] < 0.05 and r["delta"] > 0 else ("red" if r["p_holm"] < 0.05 else None)
-            s.add_row(esc(r["arm"]), esc(r["benchmark"]), str(r["n_common"]),
+            s.add_row(esc(r["arm"]), *([esc(r["baseline"])] if multi else []), esc(r["benchmark"]), str(r["n_common"]),
                       esc(f"{100 * r['delta']:+.1f} [{100 * r['ci'][0]:+.1f}, {100 * r['ci'][1]:+.1f}]"), str(r["b"]),
                       str(r["c"]), _pval(r["p_value"]), _pval(r["p_holm"]), style=style)
         console.print(s)
