@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random-initialised models built in the test, with a packaged tokenizer."""
+"""Shared fixtures: tiny random-initialised models built in the test, with a packaged tokenizer; a
+local JSON HTTP server (:func:`json_server`, :func:`send_json`) for canned teachers."""
 
 from __future__ import annotations
 
@@ -19,6 +20,53 @@ def send_json(handler, status: int, payload) -> None:
     handler.send_header("Content-Length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)
+
+
+@contextlib.contextmanager
+def json_server(answer):
+    """A local HTTP server for the duration: each POST's JSON body goes to ``answer(path, body)``,
+    which returns ``(status, payload)`` (a JSON value, or bytes sent as they are); yields the base
+    URL, ``http://127.0.0.1:<port>/v1``."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status, payload = answer(self.path, body)
+            if isinstance(payload, bytes):  # a raw (broken) body
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            send_json(self, status, payload)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@contextlib.contextmanager
+def chat_server(canned):
+    """``canned`` served locally for the duration as an OpenAI-compatible teacher: each chat
+    completions request's body goes to ``canned.answer(body)`` -> ``(status, payload)`` (a request to
+    another path fails); sets ``canned.url``; yields ``canned``."""
+
+    def answer(path: str, body: dict):
+        assert path == "/v1/chat/completions", path
+        return canned.answer(body)
+
+    with json_server(answer) as url:
+        canned.url = url
+        yield canned
 
 
 def smollm2_gguf() -> Path | None:

@@ -6,18 +6,14 @@ row variants and their mixes, the cost in the manifest, and resumption without n
 from __future__ import annotations
 
 import json
-import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from conftest import send_json
-from codistill.backends.base import Generator
+from _student_teacher import (ScriptedStudent, canned_teacher, served_student_args, toy_problem,
+                              write_dataset)
 from codistill.correct import CorrectConfig, correct, incomplete_error
 from codistill.correct.rows import mix_ids
-from codistill.problems.rows import problem_rows
 from codistill.problems.schema import CallTests, Problem
 from codistill.store import read_jsonl, write_jsonl
 from codistill.teacher.outputs import TRAIN_KEYS
@@ -46,97 +42,24 @@ TEACHER = {
 }
 
 
-class Scripted(Generator):
+class Scripted(ScriptedStudent):
     """A student answering from STUDENT by the problem marker in the prompt; records every call."""
 
-    name = "scripted"
-
-    def __init__(self, fail_after: int | None = None):
-        super().__init__()
-        self.calls: list = []
-        self.fail_after = fail_after
-
-    def generate(self, prompts, params):
-        if self.fail_after is not None and len(self.calls) >= self.fail_after:
-            raise KeyboardInterrupt("killed")
-        self.calls.append((list(prompts), params))
-        out = []
-        for p in prompts:
-            answers = STUDENT[re.search(r"\[\[(\w+)\]\]", p).group(1)]
-            out.append([answers[min(i, len(answers) - 1)] for i in range(params.n)])
-        self.usage.add(prompt_tokens=10 * len(prompts), completion_tokens=7 * params.n * len(prompts),
-                       requests=len(prompts))
-        return out
-
-
-class Teacher:
-    def __init__(self):
-        self.prompts: list[str] = []
-        self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
-        self.down: set[str] = set()
-        self.lock = threading.Lock()
-
-    def student(self, body):
-        """/v1/completions: the student (backend openai, raw completion prompts)."""
-        answers = STUDENT[re.search(r"\[\[(\w+)\]\]", body["prompt"]).group(1)]
-        n = body.get("n") or 1
-        return 200, {"id": "s", "object": "text_completion", "model": body.get("model"),
-                     "usage": {"prompt_tokens": 5, "completion_tokens": 9 * n},
-                     "choices": [{"index": i, "text": answers[min(i, len(answers) - 1)], "finish_reason": "stop"}
-                                 for i in range(n)]}
-
-    def answer(self, body):
-        prompt = body["messages"][-1]["content"]
-        pid = re.search(r"\[\[(\w+)\]\]", prompt).group(1)
-        with self.lock:
-            self.prompts.append(prompt)
-            if pid in self.down:
-                return 503, {"error": {"message": "down"}}
-            text = TEACHER[pid]
-            usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
-            for k in usage:
-                self.usage[k] += usage[k]
-        return 200, {"id": "x", "object": "chat.completion", "model": body.get("model"), "usage": usage,
-                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                  "finish_reason": "stop"}]}
+    answers = STUDENT
 
 
 @pytest.fixture()
 def teacher():
-    t = Teacher()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            status, payload = (t.student if self.path.endswith("/v1/completions") else t.answer)(body)
-            send_json(self, status, payload)
-
-        def log_message(self, *a):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    t.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    yield t
-    httpd.shutdown()
-    httpd.server_close()
+    with canned_teacher(STUDENT, TEACHER) as t:
+        yield t
 
 
-def _problem(pid: str, inputs, outputs) -> Problem:
-    return Problem(id=pid, source="toy", prompt=f"[[{pid}]] Write {pid}(n).", entry_point=pid,
-                   solutions=[f"def {pid}(n):\n    return n\n"], difficulty="easy",
-                   tests=[CallTests(fn_name=pid, inputs=[[x] for x in inputs], outputs=outputs)])
-
-
-PROBLEMS = [_problem("inc", [1, 5], [2, 6]), _problem("dbl", [0, 3], [0, 6]), _problem("half", [4], [2]),
-            _problem("ok", [1], [1])]
+PROBLEMS = [toy_problem("inc", [[1], [5]], [2, 6]), toy_problem("dbl", [[0], [3]], [0, 6]),
+            toy_problem("half", [[4]], [2]), toy_problem("ok", [[1]], [1])]
 
 
 def _dataset(folder: Path) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / "rows.jsonl", [r for p in PROBLEMS for r in problem_rows(p, p.solutions[:1])])
-    write_jsonl(folder / "problems.jsonl", [p.model_dump() for p in PROBLEMS])
-    return str(folder)
+    return write_dataset(folder, PROBLEMS)
 
 
 def _cfg(tmp_path: Path, url: str, **kw) -> CorrectConfig:
@@ -330,11 +253,8 @@ def test_readable_failures_and_which_failures_are_asked():
 def test_the_command_line_with_a_served_student(tmp_path, teacher, capsys):
     from codistill.cli import main
 
-    fmt = tmp_path / "format.yaml"
-    fmt.write_text("base: paper\nprompt_mode: completion\n")
-    args = ["correct", "--dataset", _dataset(tmp_path / "data"), "--student", "served", "--student-backend", "openai",
-            "--set", f"student.backend_options.base_url={teacher.url}", "--format", str(fmt), "--samples", "2",
-            "--base-url", teacher.url, "--retries", "0", "--set", "teacher_sampling.seed=100"]
+    args = [*served_student_args("correct", tmp_path, _dataset(tmp_path / "data"), teacher.url, 2),
+            "--set", "teacher_sampling.seed=100"]
     assert main([*args, "--out", str(tmp_path / "run")]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["counts"]["kept"] == 2 and summary["counts"]["samples"] == 8

@@ -8,21 +8,16 @@ load as DPO examples in the run's format."""
 from __future__ import annotations
 
 import json
-import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from conftest import send_json
-from codistill.backends.base import Generator
+from _student_teacher import (ScriptedStudent, canned_teacher, served_student_args, toy_problem,
+                              write_dataset)
 from codistill.formats import get_format
 from codistill.pairs import PairsConfig, incomplete_error, make_pairs
 from codistill.pairs.layout import build_pair, read_attempt
-from codistill.problems.rows import problem_rows
-from codistill.problems.schema import CallTests, Problem
-from codistill.store import read_jsonl, write_jsonl
+from codistill.store import read_jsonl
 
 FORMAT = {"base": "paper", "prompt_mode": "completion"}  # no tokenizer needed to render prompts
 
@@ -53,92 +48,24 @@ TEACHER = {
     "half": _fix("Step 1: correct", "None", "None", "def half(n):\n    return n // 2"),  # the code alone was wrong
 }
 
-PROBLEMS = {
-    "inc": ("inc", [[1], [5]], [2, 6]), "dbl": ("dbl", [[2], [5]], [4, 10]), "half": ("half", [[4], [9]], [2, 4]),
-    "ok": ("ok", [[3]], [3]),
-}
+PROBLEMS = [toy_problem("inc", [[1], [5]], [2, 6], "n + 1"), toy_problem("dbl", [[2], [5]], [4, 10], "n * 2"),
+            toy_problem("half", [[4], [9]], [2, 4], "n // 2"), toy_problem("ok", [[3]], [3], "n")]
 
 
-class Scripted(Generator):
+class Scripted(ScriptedStudent):
     """A student answering from STUDENT by the problem marker in the prompt; records every call."""
 
-    name = "scripted"
-
-    def __init__(self):
-        super().__init__()
-        self.calls: list = []
-
-    def generate(self, prompts, params):
-        self.calls.append((list(prompts), params))
-        out = []
-        for p in prompts:
-            answers = STUDENT[re.search(r"\[\[(\w+)\]\]", p).group(1)]
-            out.append([answers[min(i, len(answers) - 1)] for i in range(params.n)])
-        self.usage.add(prompt_tokens=10 * len(prompts), completion_tokens=7 * params.n * len(prompts),
-                       requests=len(prompts))
-        return out
-
-
-class Teacher:
-    def __init__(self):
-        self.prompts: list[str] = []
-        self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
-        self.lock = threading.Lock()
-
-    def student(self, body):
-        """/v1/completions: the student (backend openai, raw completion prompts)."""
-        answers = STUDENT[re.search(r"\[\[(\w+)\]\]", body["prompt"]).group(1)]
-        n = body.get("n") or 1
-        return 200, {"id": "s", "object": "text_completion", "model": body.get("model"),
-                     "usage": {"prompt_tokens": 5, "completion_tokens": 9 * n},
-                     "choices": [{"index": i, "text": answers[min(i, len(answers) - 1)], "finish_reason": "stop"}
-                                 for i in range(n)]}
-
-    def answer(self, body):
-        prompt = body["messages"][-1]["content"]
-        pid = re.search(r"\[\[(\w+)\]\]", prompt).group(1)
-        text = TEACHER[pid]
-        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())}
-        with self.lock:
-            self.prompts.append(prompt)
-            for k in usage:
-                self.usage[k] += usage[k]
-        return 200, {"id": "x", "object": "chat.completion", "model": body.get("model"), "usage": usage,
-                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                  "finish_reason": "stop"}]}
+    answers = STUDENT
 
 
 @pytest.fixture()
 def teacher():
-    t = Teacher()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            send_json(self, *(t.student if self.path.endswith("/v1/completions") else t.answer)(body))
-
-        def log_message(self, *a):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    t.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    yield t
-    httpd.shutdown()
-    httpd.server_close()
+    with canned_teacher(STUDENT, TEACHER) as t:
+        yield t
 
 
 def _dataset(folder: Path) -> str:
-    probs = []
-    for pid, (fn, inputs, outputs) in PROBLEMS.items():
-        ref = {"inc": "n + 1", "dbl": "n * 2", "half": "n // 2", "ok": "n"}[pid]
-        probs.append(Problem(id=pid, source="toy", prompt=f"[[{pid}]] Write {fn}(n).", entry_point=fn,
-                             solutions=[f"def {fn}(n):\n    return {ref}\n"], difficulty="easy",
-                             tests=[CallTests(fn_name=fn, inputs=inputs, outputs=outputs)]))
-    folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / "rows.jsonl", [r for p in probs for r in problem_rows(p, p.solutions[:1])])
-    write_jsonl(folder / "problems.jsonl", [p.model_dump() for p in probs])
-    return str(folder)
+    return write_dataset(folder, PROBLEMS)
 
 
 def _cfg(tmp_path: Path, url: str, **kw) -> PairsConfig:
@@ -253,11 +180,8 @@ def test_pairs_load_as_dpo_examples_in_the_runs_format(tmp_path, teacher, smollm
 def test_the_command_line_with_a_served_student(tmp_path, teacher, capsys):
     from codistill.cli import main
 
-    fmt = tmp_path / "format.yaml"
-    fmt.write_text("base: paper\nprompt_mode: completion\n")
-    args = ["pairs", "--dataset", _dataset(tmp_path / "data"), "--student", "served", "--student-backend", "openai",
-            "--set", f"student.backend_options.base_url={teacher.url}", "--format", str(fmt), "--samples", "1",
-            "--base-url", teacher.url, "--retries", "0", "--max-attempts", "1"]
+    args = [*served_student_args("pairs", tmp_path, _dataset(tmp_path / "data"), teacher.url, 1),
+            "--max-attempts", "1"]
     assert main([*args, "--out", str(tmp_path / "run")]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["counts"]["pairs"] == 2 and summary["counts"]["samples"] == 4

@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import send_json
+from conftest import chat_server
 
 FORMAT = {"base": "paper", "prompt_mode": "completion"}  # the tiny tokenizer has no chat template
 DATA = {"sources": [{"name": "mbpp:train", "limit": 4, "max_problems": 3}], "tokenizer": "whitespace",
@@ -204,23 +203,8 @@ class Teacher:
 
 @pytest.fixture()
 def teacher():
-    t = Teacher()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            assert self.path == "/v1/chat/completions", self.path
-            send_json(self, *t.answer(body))
-
-        def log_message(self, *a):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    t.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    yield t
-    httpd.shutdown()
-    httpd.server_close()
+    with chat_server(Teacher()) as t:
+        yield t
 
 
 # --------------------------------------------------------------------------- the recipe

@@ -13,12 +13,11 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from conftest import send_json
+from conftest import chat_server
 from codistill.data.prepare import problem_rows
 from codistill.problems.schema import CallTests, Problem
 from codistill.store import read_jsonl, write_jsonl
@@ -157,31 +156,8 @@ class Canned:
 
 @pytest.fixture()
 def server():
-    canned = Canned()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            assert self.path == "/v1/chat/completions", self.path
-            status, payload = canned.answer(body)
-            if isinstance(payload, bytes):  # a raw (broken) body
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-                return
-            send_json(self, status, payload)
-
-        def log_message(self, *a):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    canned.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    yield canned
-    httpd.shutdown()
-    httpd.server_close()
+    with chat_server(Canned()) as canned:
+        yield canned
 
 
 # --------------------------------------------------------------------------- datasets

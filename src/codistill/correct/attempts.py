@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from codistill.correct.failures import failed_samples, teacher_row
 from codistill.store import JsonlAppender, read_jsonl, sha256_json
 
 __all__ = ["NOT_THE_STUDENTS_FAULT", "failure_rows", "make_student", "readable_failure", "resolve_format",
@@ -228,15 +229,10 @@ def failure_rows(cfg, rows: list[dict], attempts: dict[str, dict]) -> tuple[list
     ``<problem_id>#fix<sample index>``."""
     out: list[dict] = []
     skipped = {"not_the_students_fault": 0, "duplicate_program": 0, "over_failures_per_problem": 0}
-    for r in rows:
-        rec = attempts.get(r["id"])
-        if rec is None:
-            continue
+    for r, failed in failed_samples(rows, attempts):
         seen: set[str] = set()
         taken = 0
-        for smp in rec["samples"]:
-            if smp["passed"]:
-                continue
+        for smp in failed:
             if smp["status"] in NOT_THE_STUDENTS_FAULT:
                 skipped["not_the_students_fault"] += 1
                 continue
@@ -252,7 +248,5 @@ def failure_rows(cfg, rows: list[dict], attempts: dict[str, dict]) -> tuple[list
             raw = smp["raw"]
             if len(raw) > cfg.max_attempt_chars:
                 raw = raw[:cfg.max_attempt_chars] + "\n[… the rest of the answer is cut]"
-            row = {k: r.get(k) for k in ("prompt", "code", "tests", "difficulty", "source", "entry_point")}
-            out.append({**row, "id": f"{r['problem_id']}#fix{smp['index']}", "problem_id": r["problem_id"],
-                        "sample_index": smp["index"], "attempt": raw, "failure": smp["report"]})
+            out.append(teacher_row(r, smp, "fix", attempt=raw, failure=smp["report"]))
     return out, skipped

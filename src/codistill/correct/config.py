@@ -1,17 +1,27 @@
 """Settings of the correct stage: :class:`CorrectConfig` (what ``codistill correct`` and a recipe's
 ``correct:`` section take), with :class:`StudentConfig` (the model whose mistakes are corrected,
-and its format) and :class:`StudentSampling`. :meth:`CorrectConfig.key` is the stage's identity."""
+and its format) and :class:`StudentSampling`. :meth:`CorrectConfig.key` is the stage's identity.
+
+The pairs stage's :class:`~codistill.pairs.config.PairsConfig` shares them: the two halves of both
+configs are :class:`AttemptSettings` (the training problems, the student, its sampling, failures
+per problem) and :class:`CorrectionSettings` (the judge's limit, the teacher, its sampling and
+checks, the template, the cache; the stage's key and the teach settings of its correction runner;
+the stage's steps they share are :mod:`codistill.correct.failures`). A config mixes them as
+``class XConfig(CorrectionSettings, AttemptSettings)``: pydantic lists the fields of the last base
+first, so the settings (and the flags generated from them) come in that order, the config's own
+fields last; a field a config declares again (another default or description) keeps its place."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from codistill.teacher.config import TeachConfig, TeacherConfig, TeachSampling
+from codistill.teacher.config import TeachConfig, TeacherConfig, TeachSampling, known_benchmark, one_source
 from codistill.teacher.parse import ValidationRules
 
-__all__ = ["CorrectConfig", "StudentConfig", "StudentSampling"]
+__all__ = ["AttemptSettings", "CorrectConfig", "CorrectionSettings", "StudentConfig", "StudentSampling"]
 
 
 class StudentConfig(BaseModel):
@@ -73,9 +83,9 @@ class StudentSampling(BaseModel):
     seed: int = Field(0, description="the k-th generate call of a run uses seed + its first problem's position")
 
 
-class CorrectConfig(BaseModel):
-    """Configuration of ``correct`` (``codistill correct``); the run directory is ``correct``'s
-    ``out_dir`` argument."""
+class AttemptSettings(BaseModel):
+    """The first half of a stage's settings: the training problems, read as the teach stage reads
+    them, and the student's attempts at them."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -91,8 +101,20 @@ class CorrectConfig(BaseModel):
     sampling: StudentSampling = Field(default_factory=StudentSampling)
     failures_per_problem: int = Field(1, ge=1, description="distinct failed programs per problem shown to the "
                                       "teacher (the first ones in sample order)")
-    max_attempt_chars: int = Field(6000, ge=200, description="a failed answer is cut to this many characters "
-                                   "in the teacher's prompt")
+
+    _known_benchmark = field_validator("benchmark")(known_benchmark)
+    _one_source = model_validator(mode="after")(one_source)
+
+
+class CorrectionSettings(BaseModel):
+    """The second half of a stage's settings: the judge's limit and the teacher's corrections (in the
+    stage's ``MODE``); with :class:`AttemptSettings`, the stage's key and the teach settings its
+    correction runner reads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    MODE: ClassVar[str]  # the teacher mode that writes the corrections
+
     judge_timeout_s: float = Field(10.0, gt=0, description="seconds per program (student and corrected)")
     # the teacher's corrections
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
@@ -102,6 +124,42 @@ class CorrectConfig(BaseModel):
                               "malformed or fails the judge is asked again)")
     template: str | None = Field(None, description="a correction template of your own (default: the packaged one)")
     cache_dir: str | None = Field(None, description="teacher response cache (default: <out_dir>/cache)")
+
+    # where files are and how the teacher is reached: not what is asked
+    LOCATION_FIELDS: ClassVar[set[str]] = {"dataset", "data_dir", "cache_dir", "progress_every"}
+    TRANSPORT_FIELDS: ClassVar[set[str]] = TeachConfig.TRANSPORT_FIELDS
+
+    def key(self) -> dict[str, Any]:
+        """The stage's identity: the student and its sampling, what the teacher is asked and how its
+        corrections are kept (the dataset, and what else a recipe gives the stage, enter a recipe's key
+        through their hashes)."""
+        d = self.model_dump(exclude=self.LOCATION_FIELDS)
+        d["teacher"] = {k: v for k, v in d["teacher"].items() if k not in self.TRANSPORT_FIELDS}
+        return d
+
+    def teach_config(self, out_dir: str | Path) -> TeachConfig:
+        """The teach settings the correction runner reads (mode, teacher, sampling, checks, judge)."""
+        return TeachConfig(out_dir=str(out_dir), mode=self.MODE, dataset=self.dataset, benchmark=self.benchmark,
+                           benchmark_kwargs=self.benchmark_kwargs, data_dir=self.data_dir, template=self.template,
+                           teacher=self.teacher, sampling=self.teacher_sampling, validation=self.validation,
+                           max_attempts=self.max_attempts, keep_passing=1, leakage_threshold=None,
+                           judge_timeout_s=self.judge_timeout_s, cache_dir=self.cache_dir,
+                           progress_every=self.progress_every)
+
+
+class _CutAttempts(AttemptSettings):
+    max_attempt_chars: int = Field(6000, ge=200, description="a failed answer is cut to this many characters "
+                                   "in the teacher's prompt")
+
+
+class CorrectConfig(CorrectionSettings, _CutAttempts):
+    """Configuration of ``correct`` (``codistill correct``); the run directory is ``correct``'s
+    ``out_dir`` argument. The problems, the student and its attempts (:class:`AttemptSettings`, and
+    ``max_attempt_chars``), then the judge and the teacher's corrections (:class:`CorrectionSettings`),
+    then the training sets."""
+
+    MODE: ClassVar[str] = "correction"
+
     # the training sets
     context_data: str | None = Field(None, description="the teach stage's train.jsonl (or its folder): the "
                                      "context-distillation rows the correction rows are mixed with")
@@ -110,20 +168,8 @@ class CorrectConfig(BaseModel):
     mix_seed: int = Field(0, description="which correction rows a mix_ratio keeps")
     progress_every: int = Field(10, ge=1, description="a progress line every N finished items (and every 30 s)")
 
-    @field_validator("benchmark")
-    @classmethod
-    def _known_benchmark(cls, name: str | None) -> str | None:
-        if name is not None:
-            from codistill.problems.loaders import check_benchmark_name
-
-            check_benchmark_name(name)
-        return name
-
     @model_validator(mode="after")
-    def _one_source(self) -> "CorrectConfig":
-        if (self.dataset is None) == (self.benchmark is None):
-            raise ValueError("give exactly one of dataset (a `codistill data` folder) or benchmark (a loader name)"
-                             f"; got dataset={self.dataset!r}, benchmark={self.benchmark!r}")
+    def _student_and_mix(self) -> "CorrectConfig":
         if not self.student.model:
             raise ValueError("student.model: give the student whose mistakes are corrected (codistill correct "
                              "--student MODEL)")
@@ -132,13 +178,4 @@ class CorrectConfig(BaseModel):
                              "(the teach stage's train.jsonl)")
         return self
 
-    # where files are and how the teacher is reached: not what is asked
-    LOCATION_FIELDS: ClassVar[set[str]] = {"dataset", "data_dir", "context_data", "cache_dir", "progress_every"}
-    TRANSPORT_FIELDS: ClassVar[set[str]] = TeachConfig.TRANSPORT_FIELDS
-
-    def key(self) -> dict:
-        """The stage's identity: the student, its sampling, what the teacher is asked and how rows are
-        kept and mixed (the dataset and the context rows enter a recipe's key through their hashes)."""
-        d = self.model_dump(exclude=self.LOCATION_FIELDS)
-        d["teacher"] = {k: v for k, v in d["teacher"].items() if k not in self.TRANSPORT_FIELDS}
-        return d
+    LOCATION_FIELDS: ClassVar[set[str]] = CorrectionSettings.LOCATION_FIELDS | {"context_data"}

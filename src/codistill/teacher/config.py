@@ -10,7 +10,26 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from codistill.teacher.parse import ValidationRules
 
-__all__ = ["TeachConfig", "TeacherConfig", "TeachSampling"]
+__all__ = ["TeachConfig", "TeacherConfig", "TeachSampling", "known_benchmark", "one_source"]
+
+
+def known_benchmark(cls, name: str | None) -> str | None:
+    """The ``benchmark`` field's validator (a loader's name, or None), here and in the configs of the
+    correct and pairs stages (:class:`codistill.correct.config.AttemptSettings`)."""
+    if name is not None:
+        from codistill.problems.loaders import check_benchmark_name
+
+        check_benchmark_name(name)
+    return name
+
+
+def one_source(self):
+    """A config's validator (mode ``after``): exactly one of ``dataset`` and ``benchmark``; here and
+    in :class:`codistill.correct.config.AttemptSettings`."""
+    if (self.dataset is None) == (self.benchmark is None):
+        raise ValueError("give exactly one of dataset (a `codistill data` folder) or benchmark (a loader name)"
+                         f"; got dataset={self.dataset!r}, benchmark={self.benchmark!r}")
+    return self
 
 
 class TeacherConfig(BaseModel):
@@ -103,14 +122,7 @@ class TeachConfig(BaseModel):
                 raise ValueError(f"teacher mode {self.mode!r}: {where}") from None
         return self
 
-    @field_validator("benchmark")
-    @classmethod
-    def _known_benchmark(cls, name: str | None) -> str | None:
-        if name is not None:
-            from codistill.problems.loaders import check_benchmark_name
-
-            check_benchmark_name(name)
-        return name
+    _known_benchmark = field_validator("benchmark")(known_benchmark)
 
     # where files go and how the teacher is reached: not what it is asked
     LOCATION_FIELDS: ClassVar[set[str]] = {"out_dir", "dataset", "cache_dir", "progress_every"}
@@ -125,9 +137,4 @@ class TeachConfig(BaseModel):
         d["teacher"] = {k: v for k, v in d["teacher"].items() if k not in self.TRANSPORT_FIELDS}
         return d
 
-    @model_validator(mode="after")
-    def _one_source(self) -> "TeachConfig":
-        if (self.dataset is None) == (self.benchmark is None):
-            raise ValueError("give exactly one of dataset (a `codistill data` folder) or benchmark (a loader name)"
-                             f"; got dataset={self.dataset!r}, benchmark={self.benchmark!r}")
-        return self
+    _one_source = model_validator(mode="after")(one_source)
