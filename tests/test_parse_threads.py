@@ -12,7 +12,7 @@ import time
 
 def test_parsing_is_serialised_across_threads(monkeypatch):
     from codistill.evaluation.extract import _parses
-    from codistill.teacher.leakage import leakage
+    from codistill.metrics.leakage import leakage
 
     real, inside, most = ast.parse, [0], [0]
     lock = threading.Lock()

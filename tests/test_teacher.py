@@ -19,9 +19,9 @@ import pytest
 
 from conftest import chat_server
 from codistill.data.prepare import problem_rows
+from codistill.metrics import leakage as leak
 from codistill.problems.schema import CallTests, Problem
 from codistill.store import read_jsonl, write_jsonl
-from codistill.teacher import leakage as leak
 from codistill.teacher.parse import ValidationRules, extract_code, parse_answer, split_sections
 from codistill.teacher.templates import MODES, load_template, render_context
 from codistill.teacher.teach import TRAIN_KEYS, TeachConfig, teach

@@ -140,7 +140,7 @@ def plan_summary(verdicts: list[dict], plans: int, codes_per_plan: int) -> dict:
     """The plans of a reasoner-coder run: solve@k over the M x T programs, the share of plans with
     a passing program, the plans' leakage against the reference solution and their length."""
     from codistill.metrics.passk import solve_at_k
-    from codistill.teacher.leakage import summarize as leakage_summary
+    from codistill.metrics.leakage import summarize as leakage_summary
 
     by_task: dict[str, list[dict]] = defaultdict(list)
     by_plan: dict[tuple, list[bool]] = defaultdict(list)

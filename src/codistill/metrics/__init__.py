@@ -1,4 +1,5 @@
-"""Evaluation metrics: pass@k, CodeBLEU's structural components, and paired statistics.
+"""Evaluation metrics: pass@k, CodeBLEU's structural components, paired statistics, and the
+leakage score (how much of a reference program a text contains).
 
 Importing this package is cheap on purpose: nothing heavy (numpy, codebleu, tree-sitter) is
 imported until one of the functions below is first used. The names are re-exported lazily::
@@ -8,6 +9,7 @@ imported until one of the functions below is first used. The names are re-export
     from codistill.metrics import corpus_syntax_dataflow                       # codebleu.py
     from codistill.metrics import mcnemar_exact, paired_bootstrap_ci, wilson_interval, holm_adjust  # stats.py
     from codistill.metrics import summarize                                   # summary.py (pass@k over verdicts)
+    from codistill.metrics import leakage_score                               # leakage.py (teach, eval's plans)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ _EXPORTS = {
     "wilson_interval": "stats",
     "holm_adjust": "stats",
     "summarize": "summary",
+    "leakage_score": "leakage",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -40,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         pair_syntax_dataflow,
         syntax_match,
     )
+    from .leakage import leakage_score
     from .passk import estimate_pass_at_k, pass_at_k_table
     from .summary import summarize
     from .stats import holm_adjust, mcnemar_exact, paired_bootstrap_ci, wilson_interval

@@ -1,6 +1,6 @@
 """Python source as a token list (comments and layout dropped): the unit of n-gram overlap for
 decontamination (:mod:`codistill.data.decontam`) and of leakage scores
-(:mod:`codistill.teacher.leakage`). Standard library only."""
+(:mod:`codistill.metrics.leakage`). Standard library only."""
 
 from __future__ import annotations
 

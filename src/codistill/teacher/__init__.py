@@ -1,13 +1,13 @@
-"""Teacher contexts: prompt templates, answer parsing/validation, leakage scores, the ``teach``
-stage (the llama.cpp server that serves the local teacher is :mod:`codistill.serving`).
+"""Teacher contexts: prompt templates, answer parsing/validation, the ``teach`` stage (the llama.cpp
+server that serves the local teacher is :mod:`codistill.serving`; the leakage score the stage
+checks contexts with is :mod:`codistill.metrics.leakage`, ``leakage_score`` re-exported here).
 
 Importing this package is cheap (no torch, no llama.cpp); heavy pieces load when used.
 
 Modules: ``teach`` (the stage: rows in, records out, resume, progress), ``config`` (TeachConfig),
 ``modes/`` (one module per teacher mode + the registry), ``runner`` (one problem's attempts),
 ``client`` (the teacher, one client per run), ``cache`` (answers by key), ``outputs`` (train set,
-manifest, teacher errors), ``command`` (the ``codistill teach`` flags), ``templates``, ``parse``,
-``leakage``.
+manifest, teacher errors), ``command`` (the ``codistill teach`` flags), ``templates``, ``parse``.
 
 Teacher modes (``explain``, ``solve``, ``hierarchical``, ``correction``) live in :mod:`codistill.teacher.modes`, one
 module each. A new mode is one new module there (a :class:`~codistill.teacher.modes.Mode` subclass
@@ -20,7 +20,7 @@ with its ``spec`` and the hooks it needs, plus its prompt ``prompts/<name>.txt``
 
 from __future__ import annotations
 
-from codistill.teacher.leakage import leakage_score
+from codistill.metrics.leakage import leakage_score
 from codistill.teacher.parse import PARSER_VERSION, Parsed, ValidationRules, parse_answer
 from codistill.teacher.templates import MODES, PromptTemplate, load_template, render_context
 

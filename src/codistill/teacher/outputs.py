@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from codistill.metrics import leakage as leak
 from codistill.store import replace_dir
-from codistill.teacher import leakage as leak
 from codistill.teacher.parse import PARSER_VERSION
 from codistill.teacher.templates import render_context
 

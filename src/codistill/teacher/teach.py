@@ -8,7 +8,7 @@ Flow per problem row (``teach(config)``):
    with backoff;
 3. parse into sections and validate (:mod:`codistill.teacher.parse`), then let the mode judge the
    answer (:mod:`codistill.teacher.modes`): explain/hierarchical score leakage against the
-   reference (:mod:`codistill.teacher.leakage`) and reject above ``leakage_threshold``; solve
+   reference (:mod:`codistill.metrics.leakage`) and reject above ``leakage_threshold``; solve
    judges the code in the sandbox and keeps only passing samples (rejection sampling);
 4. an invalid answer is retried (new seed; a greedy first try is retried at
    ``retry_temperature``) up to ``max_attempts`` calls, then recorded as a failure with its reason.
@@ -53,8 +53,8 @@ import logging
 import time
 from pathlib import Path
 
+from codistill.metrics import leakage as leak
 from codistill.store import JsonlAppender, RunDirLock, atomic_write_json, read_jsonl, sha256_json, write_jsonl
-from codistill.teacher import leakage as leak
 from codistill.teacher.cache import ResponseCache
 from codistill.teacher.client import EmptyAnswerError, TeacherClient
 from codistill.teacher.config import TeachConfig, TeacherConfig, TeachSampling

@@ -191,7 +191,7 @@ class ReasonerCoderStrategy(InferenceStrategy):
 
 
 def _leakage(plan: str, problem) -> float | None:
-    from codistill.teacher.leakage import leakage_score
+    from codistill.metrics.leakage import leakage_score
 
     return leakage_score(plan, problem.solutions[0], public=problem.prompt) if problem.solutions else None
 

@@ -1,11 +1,11 @@
 """``explain`` (the paper): the teacher sees the problem AND the reference solution and explains it
 in five sections (intent, steps, formulas, edge cases, built-ins), without code. Every answer is
-scored for leakage against the reference (:mod:`codistill.teacher.leakage`); an answer above
+scored for leakage against the reference (:mod:`codistill.metrics.leakage`); an answer above
 ``leakage_threshold`` is rejected. The training row's code is the reference."""
 
 from __future__ import annotations
 
-from codistill.teacher import leakage as leak
+from codistill.metrics import leakage as leak
 from codistill.teacher.modes.base import Mode, ModeSpec, RunContext, aliases, reject_attempt
 from codistill.teacher.parse import Parsed
 

@@ -40,7 +40,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from codistill.teacher import leakage as leak
+from codistill.metrics import leakage as leak
 from codistill.teacher.modes.base import RunContext
 from codistill.teacher.modes.explain import ExplainMode, ShowsReference
 from codistill.teacher.reverse.config import ReverseOptions

@@ -5,7 +5,7 @@ that went through the search:
 * ``delta_ppl``: the distribution of ΔPPL = PPL_after − PPL_before (≤ 0: only decreases are kept;
   count, mean, min, quantiles, max, how many improved) and of the relative ΔPPL / PPL_before;
 * ``leakage`` / ``leakage_before``: the leakage distributions of the final z and of the drafts
-  (:func:`codistill.teacher.leakage.summarize`);
+  (:func:`codistill.metrics.leakage.summarize`);
 * ``correlation``: Pearson and Spearman (``scipy.stats``) between ΔPPL and the final z's leakage
   across the set (does lowering the perplexity push z towards a paraphrase of y? a negative r
   means larger decreases go with more leakage), and between ΔPPL and the leakage change; each
@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from codistill.teacher import leakage as leak
+from codistill.metrics import leakage as leak
 
 __all__ = ["correlation", "distribution", "summarize"]
 

@@ -20,6 +20,11 @@ code-like spans of a context, compared with the reference solution as Python tok
 A context that pastes the solution scores ~1; a prose explanation ~0; a partial paste lands in
 between (pasting half the lines gives ~0.5). Formulas written as code (``dp[i] = dp[i-1] + x``)
 count in proportion to how much of the solution they spell out.
+
+Used by the teach stage (:mod:`codistill.teacher.teach`, the explain and reverse modes: contexts
+above ``leakage_threshold`` are rejected; its manifest's histogram) and by evaluation (the
+Reasoner's plans in :mod:`codistill.evaluation.strategies.reasoner_coder`, their summary in
+:mod:`codistill.evaluation.judging`).
 """
 
 from __future__ import annotations
