@@ -220,3 +220,44 @@ def test_config_is_validated():
         PrepareConfig.model_validate({"out_dir": "x", "sources": []})
     with pytest.raises(ValueError):
         PrepareConfig.model_validate({"out_dir": "x", "sources": [{"name": "mbpp"}], "max_tokens": 0})
+
+
+def test_problems_without_a_reference_kept_for_solve_mode(tmp_path, monkeypatch):
+    """allow_no_solution: kept unverified (nothing to run), counted per source and said so in the
+    manifest; the token budget and decontamination still apply; tests that need a reference's
+    outputs leave no judge (no_oracle); without allow_no_solution they are dropped."""
+    import codistill.problems.loaders as loaders
+
+    def call(fn, outputs=(2,)):
+        return [CallTests(fn_name=fn, inputs=[[1]], outputs=list(outputs))]
+
+    problems = [
+        Problem(id="lc/inc", source="leetcode", prompt="Return n plus one.", entry_point="inc", tests=call("inc")),
+        Problem(id="lc/long", source="leetcode", prompt="Return n plus one. " + "Padding words here. " * 80,
+                entry_point="inc", tests=call("inc")),
+        Problem(id="lc/copied", source="leetcode", prompt=HUMANEVAL_0_STATEMENT, entry_point="has_close_elements",
+                tests=call("has_close_elements", [False])),
+        Problem(id="lc/no_oracle", source="leetcode", prompt="Return n doubled, as the reference does.",
+                entry_point="dbl", tests=[CallTests(fn_name="dbl", inputs=[[1]], outputs=None)]),
+        Problem(id="lc/with_ref", source="leetcode", prompt="Return n minus one.", entry_point="dec",
+                solutions=["def dec(n):\n    return n - 1\n"],
+                tests=[CallTests(fn_name="dec", inputs=[[1]], outputs=[0])]),
+    ]
+    real = loaders.load_benchmark  # the eval sets of decontamination come through it too
+    monkeypatch.setattr(loaders, "load_benchmark", lambda name, **kw: [p.model_copy() for p in problems]
+                        if name == "leetcode" else real(name, **kw))
+    source = {"name": "leetcode", "allow_no_solution": True}
+    m = prepare_dataset(_config(tmp_path, sources=[source], sandbox_workers=1))
+    out = Path(tmp_path / "data")
+    removed = {r["id"]: r["stage"] for r in read_jsonl(out / "removed.jsonl")}
+    assert removed == {"lc/long": "token_budget", "lc/copied": "decontam", "lc/no_oracle": "no_oracle"}
+    rows = {r["id"]: r for r in read_jsonl(out / "rows.jsonl")}
+    assert set(rows) == {"lc/inc", "lc/with_ref"} and rows["lc/inc"]["code"] == ""
+    assert "assert inc(1) == 2" in rows["lc/inc"]["tests"]
+    c = m["counts"]["by_source"]["leetcode"]
+    assert c["no_reference_kept_for_solve"] == 1 and c["kept_problems"] == 2
+    assert m["unverified"]["by_source"] == {"leetcode": 1} and "solve mode" in m["unverified"]["why"]
+
+    m2 = prepare_dataset(_config(tmp_path, out_dir=str(tmp_path / "strict"), sources=[{"name": "leetcode"}],
+                                 sandbox_workers=1))
+    assert m2["counts"]["by_source"]["leetcode"]["removed_no_solution"] == 4 and "unverified" not in m2

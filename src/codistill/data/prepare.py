@@ -5,7 +5,11 @@ written to ``removed.jsonl`` with its reason:
 
 1. **load** any loader (``codeio``, ``mbpp:train``, ``leetcode``, ``taco`` with ``path=``, ...);
 2. **solution**: problems without a reference solution are dropped unless the source says
-   ``allow_no_solution`` (LeetCode: usable only for solve-mode teaching);
+   ``allow_no_solution`` (LeetCode: usable only for solve-mode teaching, ``teach.fallback_mode``);
+   those kept cannot be verified (step 5 has no oracle to run) and are counted per source as
+   ``no_reference_kept_for_solve``, with the manifest's ``unverified`` block saying so; one whose
+   tests take their expected outputs from a reference is dropped (``no_oracle``). Steps 3-4 apply
+   to them as to every problem (statement + tests; statement);
 3. **token budget**: statement + solution + rendered tests must fit ``max_tokens`` (default 2000)
    with the student's tokenizer (``qwen2.5-coder-0.5b``; any tokenizer folder works; ``whitespace``
    is a crude fallback meant for tests);
@@ -46,6 +50,7 @@ __all__ = ["PrepareConfig", "SourceSpec", "prepare_dataset", "render_tests", "lo
 
 log = logging.getLogger(__name__)
 PREPARE_VERSION = 1
+NO_REFERENCE = "no_reference_kept_for_solve"  # the count of kept problems without a reference, per source
 
 
 class SourceSpec(BaseModel):
@@ -54,7 +59,8 @@ class SourceSpec(BaseModel):
     name: str = Field(..., description="load_benchmark name: codeio, codeio-hq, mbpp:train, leetcode, taco, ...")
     limit: int | None = Field(None, ge=0, description="load at most this many raw problems (file order)")
     max_problems: int | None = Field(None, ge=0, description="keep at most this many after all filters")
-    allow_no_solution: bool = Field(False, description="keep problems without a reference (solve mode only)")
+    allow_no_solution: bool = Field(False, description="keep problems without a reference, unverified (for solve mode: "
+                                   "teach.fallback_mode)")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra loader arguments (taco: path=...)")
 
     @field_validator("name")
@@ -216,6 +222,9 @@ def prepare_dataset(config: PrepareConfig | dict) -> dict:
             if not p.tests:
                 drop(p, "no_tests", "no tests")
                 continue
+            if not p.solutions and _needs_reference(p):
+                drop(p, "no_oracle", "no reference solution, and its tests take their expected outputs from one")
+                continue
             tests_text = render_tests(p, cfg.max_test_cases)
             fits = [s for s in p.solutions
                     if count_tokens(p.prompt + "\n" + s + "\n" + tests_text) <= cfg.max_tokens]
@@ -254,6 +263,8 @@ def prepare_dataset(config: PrepareConfig | dict) -> dict:
                     drop(p, "reference_failed", "no reference solution passes its tests in the sandbox")
                     continue
                 p = p.model_copy(update={"solutions": ok})
+            else:  # nothing to verify: its tests are the only judge, of the teacher's code (solve mode)
+                counts.add(label, NO_REFERENCE)
             survivors.append(p)
         counts.add(label, "kept_problems", len(survivors))
         n_rows = 0
@@ -284,6 +295,7 @@ def prepare_dataset(config: PrepareConfig | dict) -> dict:
         "config": cfg.model_dump(),
         "counts": {"total": counts.total(), "by_source": counts.by_source,
                    "rows": len(kept_rows), "problems": len(kept_problems)},
+        **_unverified(counts),
         "removed": {k: {"count": len(v), "ids": v[:50]} for k, v in by_stage.items()},
         "decontam_eval_sets": index.sizes if index is not None else {},
         "hashes": {"rows.jsonl": sha256_file(out / "rows.jsonl"),
@@ -293,6 +305,26 @@ def prepare_dataset(config: PrepareConfig | dict) -> dict:
     }
     atomic_write_json(manifest_path, manifest)
     return manifest
+
+
+def _needs_reference(p: Problem) -> bool:
+    """Whether a test suite of ``p`` takes its expected outputs from the reference (``outputs=None``)."""
+    from codistill.problems.schema import CallTests, StdioTests
+
+    return any(isinstance(s, (CallTests, StdioTests)) and s.outputs is None for s in p.tests)
+
+
+def _unverified(counts: _Counts) -> dict:
+    """The manifest's ``unverified`` block when some kept problems have no reference solution."""
+    by_source = {src: d[NO_REFERENCE] for src, d in counts.by_source.items() if d.get(NO_REFERENCE)}
+    if not by_source:
+        return {}
+    return {"unverified": {
+        "problems": sum(by_source.values()), "by_source": by_source,
+        "why": "no reference solution, kept for solve mode (allow_no_solution): nothing was run to verify these "
+               "problems; their tests (expected outputs from the source) judge the teacher's code instead, and a row "
+               "is trained on only when that code passes. Token budget (statement + tests) and decontamination "
+               "(statement) applied as to every problem."}}
 
 
 def _write_datasets(out: Path, rows: list[dict]) -> None:

@@ -138,7 +138,7 @@ def _claer_dict(recipe, run: Path) -> tuple[dict, bool]:
     from codistill.recipe.settings import _teach_dict
 
     d, serve = _teach_dict(recipe, run)
-    for k in ("template", "mode_options"):  # the teach section's own mode's
+    for k in ("template", "mode_options", "fallback_mode"):  # the teach section's own mode's
         d.pop(k, None)
     d.update(mode="claer", dataset=str(run / "select" / "selected"), out_dir=str(run / "elad" / "claer"))
     return d, serve

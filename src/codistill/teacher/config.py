@@ -94,6 +94,9 @@ class TeachConfig(BaseModel):
     mode_options: dict = Field(default_factory=dict, description="settings of the mode itself, checked by the "
                                "mode's own schema (Mode.options; e.g. reverse: scorer, format, rounds); modes "
                                "without options take none")
+    fallback_mode: str | None = Field(None, description="rows with no reference solution (LeetCode) are taught in "
+                                      "this mode instead of `mode` (solve: rejection sampling judged on the tests); "
+                                      "None: every row in `mode`, and rows without a reference are an error")
 
     @field_validator("mode")
     @classmethod
@@ -122,6 +125,38 @@ class TeachConfig(BaseModel):
                 raise ValueError(f"teacher mode {self.mode!r}: {where}") from None
         return self
 
+    @model_validator(mode="after")
+    def _fallback_mode(self) -> "TeachConfig":
+        if self.fallback_mode is None:
+            return self
+        from codistill.teacher.modes import MODE_REGISTRY, get_mode
+
+        if self.fallback_mode not in MODE_REGISTRY:
+            raise ValueError(f"unknown fallback_mode {self.fallback_mode!r}; choose one of {', '.join(MODE_REGISTRY)}")
+        main, fb = get_mode(self.mode), get_mode(self.fallback_mode)
+        if not main.spec.needs_solution or main.spec.fields or main.options is not None:
+            raise ValueError(f"fallback_mode is for a mode that shows the teacher the reference and asks nothing "
+                             f"else per row (explain, hierarchical); mode {self.mode!r} is not one")
+        if fb.spec.needs_solution or fb.spec.fields or fb.options is not None:
+            raise ValueError(f"fallback_mode {self.fallback_mode!r} must teach a row from its problem alone (solve): "
+                             "it is for rows that have no reference solution")
+        return self
+
+    def fallback_config(self) -> "TeachConfig | None":
+        """The settings the rows without a reference are taught with (None without ``fallback_mode``):
+        this config in ``fallback_mode``, with that mode's packaged template and its own required
+        sections (``template`` and ``validation.required`` are ``mode``'s). Its records and cache keys
+        are those a run in that mode with these settings would make."""
+        if self.fallback_mode is None:
+            return None
+        return self.model_copy(update={"mode": self.fallback_mode, "fallback_mode": None, "template": None,
+                                       "mode_options": {},
+                                       "validation": self.validation.model_copy(update={"required": None})})
+
+    def row_mode(self, row: dict) -> str:
+        """The mode ``row`` is taught in: ``fallback_mode`` for a row without a reference, else ``mode``."""
+        return self.fallback_mode if self.fallback_mode is not None and not row.get("code") else self.mode
+
     _known_benchmark = field_validator("benchmark")(known_benchmark)
 
     # where files go and how the teacher is reached: not what it is asked
@@ -134,6 +169,8 @@ class TeachConfig(BaseModel):
         d = self.model_dump(exclude=self.LOCATION_FIELDS)
         if not d["mode_options"]:
             del d["mode_options"]  # absent when unused: keys written before it existed stay valid
+        if d["fallback_mode"] is None:
+            del d["fallback_mode"]  # likewise
         d["teacher"] = {k: v for k, v in d["teacher"].items() if k not in self.TRANSPORT_FIELDS}
         return d
 

@@ -13,7 +13,7 @@ from codistill.teacher.parse import PARSER_VERSION
 from codistill.teacher.templates import render_context
 
 __all__ = ["TRAIN_KEYS", "TeachIncompleteError", "build_manifest", "describe_teacher_errors", "incomplete_error",
-           "train_rows", "write_dataset"]
+           "mode_counts", "train_rows", "write_dataset"]
 
 TRAIN_KEYS = ("id", "prompt", "context", "code", "tests", "difficulty", "source")
 
@@ -72,19 +72,41 @@ def incomplete_error(manifest: dict, resume: str) -> TeachIncompleteError | None
 
 
 def train_rows(records: list[dict], rows_by_id: dict, mode: str) -> list[dict]:
-    """The training rows of the valid records (and of their alternatives), keys :data:`TRAIN_KEYS`."""
+    """The training rows of the valid records (and of their alternatives), keys :data:`TRAIN_KEYS`;
+    each context laid out by the mode that made its record (``mode``: of records that name none).
+    Rows of every mode have one layout: context, code (the reference, or the teacher's judged code
+    where the mode wrote it), tests."""
     out = []
     for rec in records:
         if not rec.get("valid"):
             continue
         row = rows_by_id[rec["id"]]
+        rec_mode = rec.get("mode") or mode
         variants = [(rec["id"], rec["sections"], rec["code"])]
         for k, alt in enumerate(rec.get("alternatives") or [], 1):
             variants.append((f"{rec['id']}#s{k}", alt["sections"], alt["code"]))
         for rid, sections, code in variants:
-            out.append({"id": rid, "prompt": row["prompt"], "context": render_context(sections, mode),
+            out.append({"id": rid, "prompt": row["prompt"], "context": render_context(sections, rec_mode),
                         "code": code, "tests": row.get("tests", ""), "difficulty": row.get("difficulty"),
                         "source": row.get("source")})
+    return out
+
+
+def mode_counts(cfg, rows: list[dict], records: list[dict], training_rows: list[dict]) -> dict:
+    """Per mode a run teaches in (``mode`` and ``fallback_mode``): its rows, finished and valid
+    records, and training rows (``counts.by_mode`` of the manifest)."""
+    row_mode = {r["id"]: cfg.row_mode(r) for r in rows}
+    out = {m: {"rows": 0, "finished": 0, "valid": 0, "invalid": 0, "train_rows": 0}
+           for m in (cfg.mode, cfg.fallback_mode) if m is not None}
+    for m in row_mode.values():
+        out[m]["rows"] += 1
+    for rec in records:
+        c = out[row_mode[rec["id"]]]
+        c["finished"] += 1
+        c["valid" if rec.get("valid") else "invalid"] += 1
+    for t in training_rows:
+        rid = t["id"] if t["id"] in row_mode else t["id"].rsplit("#s", 1)[0]  # P#s1: another sample of P
+        out[row_mode[rid]]["train_rows"] += 1
     return out
 
 

@@ -27,6 +27,7 @@ def reer_dict(recipe, run: Path) -> tuple[dict, bool]:
 
     d, serve = _teach_dict(recipe, run)
     d.pop("mode_options", None)  # the teach section's own mode's
+    d.pop("fallback_mode", None)  # REER scores the reference: rows without one are not its
     if d.get("mode", "explain") != "explain":  # an explain template of its own is the drafts' template too
         d.pop("template", None)
     fixed = {"scorer": {"model": _student(recipe)}, "format": recipe.student_format().model_dump()}
