@@ -57,7 +57,7 @@ def make_run(root: Path, evals=EVALS, protocols: bool = True) -> Path:
     run = root / "proto_run"
     for (arm, folder), (protocol, rule) in evals.items():
         _make_eval(run / "arms" / arm / folder, protocol if protocols else None, rule)
-    (run / "recipe.yaml").write_text("name: proto_run\nprimary_protocol: format\n")
+    (run / "recipe.yaml").write_text("name: proto_run\nformat: paper\nprimary_protocol: format\n")
     (run / "run_manifest.json").write_text(json.dumps({"stages": {}}))
     return run
 
@@ -178,3 +178,11 @@ def test_standard_primary_baseline(tmp_path):
     got = {r["arm"]: r["baseline"] for r in rep["significance"]}
     assert got == {"base": "base@standard", "cd": "base", "teacher@standard": "base@standard",
                    "codeonly": "base@standard"}
+
+
+def test_only_the_recipes_own_format_is_the_primary_protocol(reported):
+    _, rep = reported
+    primary = {arm: p["primary"] for arm, p in rep["protocols"].items()}
+    # the recipe declares format paper as primary: code-only is another protocol, not the primary one
+    assert primary == {"base": True, "base@standard": False, "cd": True, "teacher@standard": False,
+                       "codeonly": False}

@@ -255,11 +255,15 @@ def _protocol(arm: Arm) -> Protocol:
         import yaml
 
         try:
-            declared = (yaml.safe_load(arm.run.recipe_text) or {}).get("primary_protocol")
+            spec = yaml.safe_load(arm.run.recipe_text) or {}
         except yaml.YAMLError:
-            declared = None
+            spec = {}
+        declared, fmt = spec.get("primary_protocol"), spec.get("format")
         if declared:
-            kind = "standard" if p.get("name", "standard") == "standard" else "format"
+            name = p.get("name", "standard")
+            # "format" is the recipe's own format; an eval in another one (e.g. code-only) is neither
+            kind = ("standard" if name == "standard" else
+                    "format" if not isinstance(fmt, str) or name == fmt else "other")
             primary = kind == declared
     return {"name": protocol_name(arm), "description": p.get("description"),
             "overrides": check.get("overrides") or [], "primary": primary,
