@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from _student_teacher import write_dataset
 from conftest import chat_server
-from codistill.data.prepare import problem_rows
 from codistill.metrics import leakage as leak
 from codistill.problems.schema import CallTests, Problem
 from codistill.store import read_jsonl, write_jsonl
@@ -169,11 +169,7 @@ def _problem(pid: str, solution: str = SOLUTION) -> Problem:
                    tests=[CallTests(fn_name="running_max", inputs=[[[1, 3, 2]], [[]]], outputs=[[1, 3, 3], []])])
 
 
-def _dataset(folder: Path, problems: list[Problem]) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / "rows.jsonl", [r for p in problems for r in problem_rows(p, p.solutions[:1])])
-    write_jsonl(folder / "problems.jsonl", [p.model_dump() for p in problems])
-    return str(folder)
+_dataset = write_dataset  # a `codistill data` folder (tests/_student_teacher.py)
 
 
 def _cfg(tmp_path: Path, url: str, dataset: str, **kw) -> TeachConfig:

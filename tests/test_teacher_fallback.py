@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from _student_teacher import write_dataset
 from conftest import chat_server
-from codistill.problems.rows import problem_rows
 from codistill.problems.schema import CallTests, Problem
 from codistill.store import read_jsonl, write_jsonl
 from codistill.teacher.teach import TRAIN_KEYS, TeachConfig, teach
@@ -89,11 +89,7 @@ def _problems() -> list[Problem]:
     return [ref, inc, never]
 
 
-def _dataset(folder: Path, problems: list[Problem]) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / "rows.jsonl", [r for p in problems for r in problem_rows(p, p.solutions[:1])])
-    write_jsonl(folder / "problems.jsonl", [p.model_dump() for p in problems])
-    return str(folder)
+_dataset = write_dataset  # a `codistill data` folder (tests/_student_teacher.py)
 
 
 def _cfg(tmp_path: Path, url: str, dataset: str, **kw) -> TeachConfig:
