@@ -339,3 +339,25 @@ def test_two_cpu_processes_agree(tiny, tmp_path):
         for key in ("loss", "token_loss", "structure_loss", "grad_norm"):
             assert ra[key] == pytest.approx(rb[key], rel=1e-4), key
     assert_adapters_close(out / "adapter", single / "adapter")
+
+
+def test_resume_compares_the_training_file_by_content_not_by_spelling(tmp_path, monkeypatch):
+    """A run resumed with a relative --out (or from a moved/copied run folder) names its training
+    file differently; the same content is the same config, other content still refuses."""
+    from codistill.training.checkpoints import _config_differences
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train.jsonl").write_text('{"a": 1}\n')
+    saved = {"data": {"train_file": str(run / "train.jsonl"), "max_length": 256}, "seed": 0}
+    monkeypatch.chdir(tmp_path)
+    assert _config_differences(saved, {"data": {"train_file": "run/train.jsonl", "max_length": 256}, "seed": 0}) == []
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "train.jsonl").write_text('{"a": 1}\n')
+    assert _config_differences(saved, {"data": {"train_file": str(moved / "train.jsonl"), "max_length": 256}, "seed": 0}) == []
+    (moved / "train.jsonl").write_text('{"a": 2}\n')
+    diffs = _config_differences(saved, {"data": {"train_file": str(moved / "train.jsonl"), "max_length": 256}, "seed": 0})
+    assert len(diffs) == 1 and diffs[0].startswith("data.train_file: checkpoint")
+    # a setting that is not a path is compared as written
+    assert _config_differences({"seed": "0"}, {"seed": "00"}) == ["seed: checkpoint '0', now '00'"]

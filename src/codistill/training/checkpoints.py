@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codistill.store import atomic_write_json, replace_dir
+from codistill.store import atomic_write_json, replace_dir, sha256_file, sha256_json
 from codistill.training.config import RESUME_FREE_FIELDS, TrainConfig
 
 CHECKPOINTS = "checkpoints"
@@ -59,6 +59,27 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+# fields that name a file or folder: the same content under another spelling of the path (relative
+# vs absolute, a run folder moved or copied) is the same config
+PATH_FIELDS = {"data.train_file", "init_adapter"}
+
+
+def _tree_digest(path: Path) -> str:
+    if path.is_file():
+        return sha256_file(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return sha256_json([[str(p.relative_to(path)), sha256_file(p)] for p in files])
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return a == b
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.resolve() == pb.resolve():
+        return True
+    return pa.exists() and pb.exists() and _tree_digest(pa) == _tree_digest(pb)
+
+
 def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
     diffs = []
     for key in sorted(set(saved) | set(current)):
@@ -67,6 +88,8 @@ def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[st
         a, b = saved.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += _config_differences(a, b, prefix + key + ".")
+        elif prefix + key in PATH_FIELDS and a != b and _same_path(a, b):
+            continue
         elif a != b:
             diffs.append(f"{prefix}{key}: checkpoint {a!r}, now {b!r}")
     return diffs
