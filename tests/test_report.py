@@ -94,6 +94,7 @@ def _train_log(d: Path, structure: bool, steps: int = 60) -> None:
     _jsonl(d / "train_log.jsonl", rows)
     (d / "train_config.json").write_text(json.dumps({"model": "student", "max_steps": steps, "epochs": 1.0,
                                                      "structure": {"enabled": structure}, "optim": {"lr": 5e-5},
+                                                     "data": {"max_length": 1024},
                                                      "lora": {"r": 32}}))
 
 
@@ -105,6 +106,10 @@ def make_recipe_run(root: Path) -> Path:
         make_eval(run / "arms" / arm / "eval", benches, ppl=ppl, adapter=None if arm == "base" else f"runs/{arm}/adapter")
         if arm != "base":
             _train_log(run / "arms" / arm / "train", structure=arm == "cd_sa")
+    # cd finished (its summary says how the rows became examples); cd_sa is still training
+    (run / "arms" / "cd" / "train" / "train_summary.json").write_text(json.dumps({"steps": 60, "data": {
+        "total": 200, "kept": 190, "truncated": 38, "dropped_too_long": 4, "dropped_empty_code": 6,
+        "dropped_ids": ["x"], "train": 180, "val": 10}}))
     ctx = [{"id": f"p{i}", "leakage": (i % 17) / 34, "valid": i % 7 != 0} for i in range(60)]
     _jsonl(run / "teach" / "contexts.jsonl", ctx)
     (run / "teach" / "teach_manifest.json").write_text(json.dumps({
@@ -261,7 +266,12 @@ def test_markdown_html_and_plots(demo):
     for p in rep["plots"].values():
         data = (out / p["path"]).read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 5000
+    # how the teach rows became training examples, for the arm whose training finished only
+    assert "| cd | 200 | 190 | 38 (20.0%) | 4 / 6 | 180 / 10 | 1024 |" in md
+    assert "| cd_sa | 60 |" not in md.split("shortened to max_length")[1].split("\n\n")[0]
     saved = json.loads((out / "report.json").read_text())
+    assert saved["provenance"]["cd"]["train"]["examples"]["truncated"] == 38
+    assert "examples" not in saved["provenance"]["cd_sa"]["train"]
     assert saved["table1"]["cd"]["humaneval"]["pass@1"] == rep["table1"]["cd"]["humaneval"]["pass@1"]
     assert saved["provenance"]["cd"]["stage_wall_s"] == {"train:cd": 5400.0}
     assert saved["runs"]["exp1"]["leakage_valid"]["n"] == sum(1 for i in range(60) if i % 7 != 0)

@@ -327,6 +327,11 @@ def _provenance(arm: Arm) -> dict:
             "peak_rss_gib": max((x.get("peak_rss_gib") or 0 for x in arm.train_rows), default=None) or None,
             "mean_tokens_per_s": _mean([x["tokens_per_s"] for x in arm.train_rows[1:] if x.get("tokens_per_s")]),
         }
+        data = (arm.train_summary or {}).get("data") or {}
+        if data:  # how the teach stage's rows became examples: shortened to max_length, dropped
+            out["train"]["examples"] = {k: data.get(k) for k in ("total", "kept", "truncated", "dropped_too_long",
+                                                                 "dropped_empty_code", "train", "val")}
+            out["train"]["max_length"] = (tc.get("data") or {}).get("max_length") if isinstance(tc.get("data"), dict) else None
     if arm.run and arm.run.manifest:
         stages = arm.run.manifest.get("stages") or {}
         short = arm.name.split("/")[-1]

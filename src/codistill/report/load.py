@@ -63,6 +63,7 @@ class Arm:
     train_rows: list[dict] = field(default_factory=list)
     val_rows: list[dict] = field(default_factory=list)
     train_config: dict | None = None
+    train_summary: dict | None = None  # train_summary.json, once the training finished
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -154,6 +155,8 @@ def _load_train(arm: Arm, base: Path) -> None:
             continue
         (arm.val_rows if r.get("split") == "val" else arm.train_rows).append(r)
     arm.train_config = _read_json(d / "train_config.json", missing, arm.notes, base)
+    if (d / "train_summary.json").is_file():
+        arm.train_summary = _read_json(d / "train_summary.json", missing, arm.notes, base)
     arm.missing.extend(missing)
 
 

@@ -22,6 +22,10 @@ def _pct(x: float | None, nd: int = 1) -> str:
     return "–" if x is None else f"{100 * x:.{nd}f}"
 
 
+def _share(n: int | None, of: int | None) -> str:
+    return "–" if n is None else f"{n} ({_pct(n / of)}%)" if of else str(n)
+
+
 def _num(x, nd: int = 3) -> str:
     if x is None:
         return "–"
@@ -274,6 +278,14 @@ def build_sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict)
                 for a, t in tr]
         b.append(Block("table", headers=["arm", "structure loss on", "last step", "final token loss",
                                          "final structure loss", "train tokens/s", "peak RSS GiB"], rows=rows))
+        ex = [(a, t) for a, t in tr if t.get("examples")]
+        if ex:  # a target longer than max_length is shortened (tests, then context; never the code)
+            b.append(Block("table", headers=["arm", "teach rows", "examples kept", "shortened to max_length",
+                                             "dropped (too long / no code)", "train / val", "max_length"],
+                           rows=[[a.name, str(e.get("total")), str(e.get("kept")), _share(e.get("truncated"), e.get("kept")),
+                                  f"{e.get('dropped_too_long')} / {e.get('dropped_empty_code')}", f"{e.get('train')} / {e.get('val')}",
+                                  str(t.get("max_length") or "–")]
+                                 for a, t in ex for e in [t["examples"]]]))
     for key in ("loss", "alpha_beta"):
         if key in plots:
             b.append(Block("img", path=plots[key]["path"], text=plots[key]["title"]))
