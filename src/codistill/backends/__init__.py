@@ -17,6 +17,7 @@ import importlib
 
 from codistill.backends.base import (
     BackendUnavailableError,
+    ContextSizeError,
     Generator,
     PromptMode,
     SamplingParams,
@@ -26,6 +27,7 @@ from codistill.backends.base import (
 
 __all__ = [
     "BackendUnavailableError",
+    "ContextSizeError",
     "Generator",
     "PromptMode",
     "SamplingParams",

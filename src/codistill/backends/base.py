@@ -21,6 +21,13 @@ class BackendUnavailableError(ImportError):
     """A backend's library is not installed; the message says how to install it."""
 
 
+class ContextSizeError(RuntimeError):
+    """The model cannot hold the request: the prompt does not fit its context window (a llama.cpp
+    server without context shift answers HTTP 400 "the request exceeds the available context
+    size"). Permanent for that prompt on that server: asking again gets the same answer, so a
+    caller records the prompt as rejected instead of retrying it."""
+
+
 class SamplingParams(BaseModel):
     """How to sample. ``temperature == 0`` means greedy (all ``n`` completions are then equal)."""
 

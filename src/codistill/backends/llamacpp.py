@@ -19,6 +19,7 @@ from pathlib import Path
 from codistill.backends.base import (
     Capabilities,
     BackendUnavailableError,
+    ContextSizeError,
     Generator,
     PromptMode,
     SamplingParams,
@@ -121,15 +122,20 @@ class LlamaCppGenerator(Generator):
 
     def _complete(self, prompt: str, params: SamplingParams, seed: int | None) -> str:
         kw = self._sampling(params, seed)
-        if self.prompt_mode == "completion":
-            resp = self.llm.create_completion(prompt=prompt, **kw)
-            text = resp["choices"][0]["text"]
-        else:
-            messages = [{"role": "user", "content": prompt}]
-            if self.system_prompt is not None:
-                messages.insert(0, {"role": "system", "content": self.system_prompt})
-            resp = self.llm.create_chat_completion(messages=messages, **kw)
-            text = resp["choices"][0]["message"]["content"] or ""
+        try:
+            if self.prompt_mode == "completion":
+                resp = self.llm.create_completion(prompt=prompt, **kw)
+                text = resp["choices"][0]["text"]
+            else:
+                messages = [{"role": "user", "content": prompt}]
+                if self.system_prompt is not None:
+                    messages.insert(0, {"role": "system", "content": self.system_prompt})
+                resp = self.llm.create_chat_completion(messages=messages, **kw)
+                text = resp["choices"][0]["message"]["content"] or ""
+        except ValueError as e:  # llama_cpp: "Requested tokens (N) exceed context window of M"
+            if "exceed context window" in str(e):
+                raise ContextSizeError(f"llama.cpp: {e}") from e
+            raise
         usage = resp.get("usage") or {}
         self.usage.add(prompt_tokens=usage.get("prompt_tokens", 0),
                        completion_tokens=usage.get("completion_tokens", 0), requests=1)

@@ -10,9 +10,12 @@ Standard library only (``urllib`` + a thread pool): no new dependency.
 * Requests run ``concurrency`` at a time. Each is retried with exponential backoff (plus
   jitter, bounded by ``max_retries``) on HTTP 5xx and 429, timeouts, connection errors and 200
   answers whose body is not a JSON object; other 4xx errors fail at once with the server's
-  message. Every retry is logged (attempt n/N, the error, the wait); giving up raises
-  :class:`HTTPBackendError` naming the URL, the attempts and what to check. (A small loop rather
-  than ``urllib3.Retry``/tenacity: neither is a dependency, and the loop also retries bad bodies.)
+  message. A refusal of the prompt's size (llama.cpp without context shift: HTTP 400 "the request
+  exceeds the available context size"; vLLM's and OpenAI's "maximum context length") raises
+  :class:`ContextTooLongError` at once, whatever the status: retrying the same prompt is useless.
+  Every retry is logged (attempt n/N, the error, the wait); giving up raises :class:`HTTPBackendError`
+  naming the URL, the attempts and what to check. (A small loop rather than ``urllib3.Retry``/
+  tenacity: neither is a dependency, and the loop also retries bad bodies.)
 * ``n`` is sent to the server; when it returns fewer choices (llama.cpp server and Ollama ignore
   ``n``), the rest are requested one by one with ``seed + k``.
 * Servers accept at most a few stop strings (OpenAI: 4): the first ``max_server_stops`` are sent,
@@ -28,6 +31,7 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 import time
 import urllib.error
@@ -35,9 +39,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
-from codistill.backends.base import Generator, SamplingParams, truncate_at_stop
+from codistill.backends.base import ContextSizeError, Generator, SamplingParams, truncate_at_stop
 
-__all__ = ["OpenAIGenerator", "HTTPBackendError"]
+__all__ = ["ContextTooLongError", "OpenAIGenerator", "HTTPBackendError"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,22 @@ _RETRY_STATUS = {408, 409, 425, 429}
 
 class HTTPBackendError(RuntimeError):
     """A request failed for good (non-retryable status, or retries exhausted)."""
+
+
+class ContextTooLongError(HTTPBackendError, ContextSizeError):
+    """The server refused the request because the prompt does not fit its context (never retried)."""
+
+
+# what servers say when a prompt does not fit: llama.cpp ("the request exceeds the available context
+# size", type exceed_context_size_error), vLLM ("This model's maximum context length is N tokens"),
+# OpenAI (code context_length_exceeded)
+_CONTEXT_SIZE = re.compile(r"exceeds? the (?:available|maximum) context|exceed_context_size|maximum context length"
+                           r"|context_length_exceeded", re.I)
+
+
+def context_size_refusal(status: int, body: str) -> bool:
+    """Whether an HTTP error answer is the server refusing the prompt's size."""
+    return status >= 400 and bool(_CONTEXT_SIZE.search(body or ""))
 
 
 class OpenAIGenerator(Generator):
@@ -162,6 +182,8 @@ class OpenAIGenerator(Generator):
                 return payload
             except urllib.error.HTTPError as e:
                 detail = _excerpt(e)
+                if context_size_refusal(e.code, detail):
+                    raise ContextTooLongError(f"POST {url} -> HTTP {e.code}: {detail}") from e
                 retryable = e.code >= 500 or e.code in _RETRY_STATUS
                 if not retryable:
                     raise HTTPBackendError(f"POST {url} -> HTTP {e.code}: {detail}") from e

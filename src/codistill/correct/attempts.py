@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codistill.correct.failures import failed_samples, teacher_row
+from codistill.correct.failures import cut_text, failed_samples, teacher_row
 from codistill.store import JsonlAppender, read_jsonl, sha256_json
 
 __all__ = ["NOT_THE_STUDENTS_FAULT", "failure_rows", "make_student", "readable_failure", "resolve_format",
@@ -245,8 +245,6 @@ def failure_rows(cfg, rows: list[dict], attempts: dict[str, dict]) -> tuple[list
                 skipped["over_failures_per_problem"] += 1
                 continue
             taken += 1
-            raw = smp["raw"]
-            if len(raw) > cfg.max_attempt_chars:
-                raw = raw[:cfg.max_attempt_chars] + "\n[… the rest of the answer is cut]"
-            out.append(teacher_row(r, smp, "fix", attempt=raw, failure=smp["report"]))
+            out.append(teacher_row(r, smp, "fix", attempt=cut_text(smp["raw"], cfg.max_attempt_chars),
+                                   failure=smp["report"]))
     return out, skipped

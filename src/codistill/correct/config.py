@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from codistill.teacher.config import TeachConfig, TeacherConfig, TeachSampling, known_benchmark, one_source
 from codistill.teacher.parse import ValidationRules
 
-__all__ = ["AttemptSettings", "CorrectConfig", "CorrectionSettings", "StudentConfig", "StudentSampling"]
+__all__ = ["AttemptSettings", "CorrectConfig", "CorrectionSettings", "CutAttemptSettings", "StudentConfig",
+           "StudentSampling"]
 
 
 class StudentConfig(BaseModel):
@@ -128,13 +129,19 @@ class CorrectionSettings(BaseModel):
     # where files are and how the teacher is reached: not what is asked
     LOCATION_FIELDS: ClassVar[set[str]] = {"dataset", "data_dir", "cache_dir", "progress_every"}
     TRANSPORT_FIELDS: ClassVar[set[str]] = TeachConfig.TRANSPORT_FIELDS
+    # fields a config gained after its keys were first written -> the value they are left out of key()
+    # at, so the keys of runs that leave them at it stay what they were
+    ABSENT_FROM_KEY_AT: ClassVar[dict[str, Any]] = {}
 
     def key(self) -> dict[str, Any]:
         """The stage's identity: the student and its sampling, what the teacher is asked and how its
         corrections are kept (the dataset, and what else a recipe gives the stage, enter a recipe's key
-        through their hashes)."""
+        through their hashes); a field of :attr:`ABSENT_FROM_KEY_AT` is left out while at its value."""
         d = self.model_dump(exclude=self.LOCATION_FIELDS)
         d["teacher"] = {k: v for k, v in d["teacher"].items() if k not in self.TRANSPORT_FIELDS}
+        for name, value in self.ABSENT_FROM_KEY_AT.items():
+            if name in d and d[name] == value:
+                del d[name]
         return d
 
     def teach_config(self, out_dir: str | Path) -> TeachConfig:
@@ -147,12 +154,15 @@ class CorrectionSettings(BaseModel):
                            progress_every=self.progress_every)
 
 
-class _CutAttempts(AttemptSettings):
+class CutAttemptSettings(AttemptSettings):
+    """:class:`AttemptSettings` and how much of a failed answer the teacher is shown (the correct and
+    pairs stages: a long or looping answer would not leave the teacher's prompt room in its context)."""
+
     max_attempt_chars: int = Field(6000, ge=200, description="a failed answer is cut to this many characters "
                                    "in the teacher's prompt")
 
 
-class CorrectConfig(CorrectionSettings, _CutAttempts):
+class CorrectConfig(CorrectionSettings, CutAttemptSettings):
     """Configuration of ``correct`` (``codistill correct``); the run directory is ``correct``'s
     ``out_dir`` argument. The problems, the student and its attempts (:class:`AttemptSettings`, and
     ``max_attempt_chars``), then the judge and the teacher's corrections (:class:`CorrectionSettings`),

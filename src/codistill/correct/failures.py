@@ -12,7 +12,18 @@ answers they show it, and in what they make of the kept corrections (training ro
   :func:`~codistill.teacher.pool.ask_rows`), appended to ``corrections.jsonl`` and resumed from it;
 - :func:`manifest`, :func:`write_manifest`: ``<stage>_manifest.json``, the counts and the cost
   (student samples and tokens, teacher tokens, judge runs, seconds), and its log line;
-- :func:`incomplete`: the error a command ends with when failures were left without a correction.
+- :func:`incomplete`: the error a command ends with when failures were left without a correction;
+- :func:`cut_text`, :func:`cut_parts`: a failed answer cut to ``max_attempt_chars`` for the
+  teacher's prompt (the correct stage's ``{attempt}``, the pairs stage's steps and code).
+
+A prompt the teacher's server refuses for its size (:class:`~codistill.backends.base.ContextSizeError`:
+llama.cpp without context shift answers HTTP 400 "the request exceeds the available context size")
+is a permanent rejection of that failure, not a teacher error: its record (valid False, reason
+:data:`OVER_CONTEXT`) is stored like any other, counted in the manifest (``over_teacher_context``,
+and under the reason in ``dropped_by_reason``), and a resumed run does not ask again; the stage can
+complete. (To ask again after giving the server a larger context, remove those records from
+``corrections.jsonl``; a changed ``max_attempt_chars`` changes the rows' prompts, and with them
+the rows' hashes, so they are asked again anyway.)
 """
 
 from __future__ import annotations
@@ -26,8 +37,30 @@ from typing import Any
 
 from codistill.store import JsonlAppender, atomic_write_json, read_jsonl, sha256_json
 
-__all__ = ["FailureRun", "IncompleteError", "attempt_and_ask", "failed_samples", "incomplete", "manifest",
-           "reason_group", "teacher_row", "write_manifest"]
+__all__ = ["CUT_NOTE", "OVER_CONTEXT", "FailureRun", "IncompleteError", "attempt_and_ask", "cut_parts", "cut_text",
+           "failed_samples", "incomplete", "manifest", "reason_group", "teacher_row", "write_manifest"]
+
+CUT_NOTE = "\n[… the rest of the answer is cut]"
+OVER_CONTEXT = "prompt exceeds the teacher's context"  # the reason of a failure the server refused for its size
+
+
+def cut_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, then :data:`CUT_NOTE` (as it is when not longer)."""
+    return text if len(text) <= limit else text[:limit] + CUT_NOTE
+
+
+def cut_parts(parts: list[str], limit: int) -> list[str]:
+    """Texts shown together (a failed answer's steps and its code) cut to ``limit`` characters in
+    all, each with :func:`cut_text`: a text shorter than an equal share of what is left is kept
+    whole, the longer ones share the rest equally (all kept whole when they fit together)."""
+    out = list(parts)
+    left = limit
+    order = sorted(range(len(parts)), key=lambda i: len(parts[i]))
+    for done, i in enumerate(order):
+        share = left // (len(parts) - done)
+        out[i] = cut_text(parts[i], share)
+        left -= min(len(parts[i]), share)
+    return out
 
 
 def load_problems(cfg, out: Path) -> tuple[list[dict], dict]:
@@ -122,6 +155,7 @@ def attempt_and_ask(stage: str, cfg, out: Path, student_format: Callable[[Any], 
 def _ask(stage: str, cfg, template, fixes: list[dict], problems: dict, out: Path,
          key: str) -> tuple[list[dict], dict, dict]:
     """(correction records in failure order, teacher errors by row id, this run's teacher counts)."""
+    from codistill.backends.base import ContextSizeError
     from codistill.progress import Progress
     from codistill.teacher.cache import ResponseCache
     from codistill.teacher.client import TeacherClient
@@ -149,6 +183,15 @@ def _ask(stage: str, cfg, template, fixes: list[dict], problems: dict, out: Path
         try:
             mode.open(run)
             runner = ProblemRunner(tcfg, mode, template, cache, client, run)
+
+            def ask(row: dict) -> dict:
+                try:
+                    return runner.run(row)
+                except ContextSizeError as e:  # permanent: recorded as rejected, never a teacher error
+                    log.warning("%s: %s: the teacher's server refused the prompt for its size (%s); recorded as "
+                                "rejected", stage, row["id"], e)
+                    return over_context_record(runner, row, e)
+
             tc = cfg.teacher
             workers = 1 if tc.backend == "llamacpp" else tc.concurrency
             log.info("%s: the teacher (%s) corrects %d of %d failures, %d in flight", stage, tc.model, len(todo),
@@ -164,13 +207,32 @@ def _ask(stage: str, cfg, template, fixes: list[dict], problems: dict, out: Path
                     done[rec["id"]] = rec
                     info["new"] += 1
 
-                ask_rows(runner.run, todo, workers, record, errors, prog.advance, log, "failures", stage)
+                ask_rows(ask, todo, workers, record, errors, prog.advance, log, "failures", stage)
         finally:
             info.update(teacher_calls=client.calls, cache_hits=cache.hits, usage=client.usage())
             client.close()
             cache.close()
             run.close()
     return [done[r["id"]] for r in fixes if r["id"] in done], errors, info
+
+
+def over_context_record(runner, row: dict, error: BaseException) -> dict:
+    """The record of a failure whose prompt the teacher's server refused for its size: invalid, reason
+    :data:`OVER_CONTEXT` (with the server's words), one refused call in its attempt log, no tokens;
+    the fields of :meth:`~codistill.teacher.runner.ProblemRunner.attempts`' records."""
+    from codistill.teacher.parse import PARSER_VERSION
+
+    cfg, template = runner.cfg, runner.template
+    reason = f"{OVER_CONTEXT} ({str(error)[:240]})"
+    rec = {"id": row["id"], "problem_id": row.get("problem_id", row["id"]), "mode": cfg.mode, "sections": {},
+           "context": "", "raw": "", "code": None, "valid": False, "reason": reason, "leakage": None,
+           "leakage_detail": None, "teacher": cfg.teacher.model, "template_hash": template.sha256,
+           "template": template.source, "params": runner.params(0).model_dump(), "parser_version": PARSER_VERSION,
+           "attempts": 1, "attempt_log": [{"attempt": 0, "cached": False, "valid": False, "reason": reason,
+                                           "completion_tokens": 0}],
+           "tokens": {"prompt": 0, "completion": 0}, "seconds": 0.0}
+    runner.mode.finish(rec, [])
+    return rec
 
 
 def manifest(stage: str, run: FailureRun, wall: float, *, kept: str, per_kept: str, judged_as: str, outcome: dict,
@@ -221,6 +283,7 @@ def manifest(stage: str, run: FailureRun, wall: float, *, kept: str, per_kept: s
             **outcome,
             "rejected_attempts_by_reason": dict(Counter(reason_group(a.get("reason")) for a in tries
                                                         if not a.get("valid"))),
+            "over_teacher_context": sum(reason_group(r.get("reason")) == OVER_CONTEXT for r in records),
             "teacher_errors": len(run.errors), "remaining": remaining, **(tail or {}),
         },
         "teacher_errors": run.errors,

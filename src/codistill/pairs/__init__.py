@@ -37,7 +37,10 @@ Files in ``out_dir``::
 
 Resumable: stored attempts (same student, format, sampling, judge limit) are not sampled again; a
 stored correction (same teacher, template, sampling, checks, and the same attempt shown) is not
-asked again; an answer in the cache is never paid for twice.
+asked again; an answer in the cache is never paid for twice. A failure whose pair could not fit
+DPO training (``max_pair_tokens``) is never shown to the teacher (``skipped_too_long``); one whose
+prompt the teacher's server refuses for its size is a recorded rejection (``over_teacher_context``),
+not a teacher error: the stage completes, and a resumed run does not ask it again.
 
 >>> from codistill.pairs import PairsConfig, make_pairs                       # doctest: +SKIP
 >>> make_pairs(PairsConfig(dataset="runs/x/data", student={"model": "smollm2-135m"}), "runs/x/pairs")  # doctest: +SKIP

@@ -22,7 +22,9 @@ Stages:
   adapter, in the recipe's format, sampled with the eval section's backend, options, batch size and
   dtype (a ``pairs.student.backend`` of its own takes none of eval's options); the teacher is the
   teach section's (served for the stage when teach serves one); the recipe's ``pairs:`` section
-  (PairsConfig settings) on top. Key: the config's key without the adapter's path, the data hash and
+  (PairsConfig settings) on top; ``max_pair_tokens``, unless that section sets it (null: no skip),
+  is the arm's own ``train.data.max_length`` (:func:`arm_max_length`), so no teacher call is paid
+  for a pair its DPO would drop. Key: the config's key without the adapter's path, the data hash and
   the start arm's adapter hash.
 
 Registration (in :mod:`codistill.recipe`; tests/test_pairs_recipe.py checks the pieces):
@@ -51,8 +53,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DPO_KINDS", "HSFT_KIND", "hsft_checks", "hsft_dict", "needs_hsft", "pairs_checks", "pairs_dict",
-           "run_hsft", "run_pairs", "start_problem", "train_data_hash", "train_overrides"]
+__all__ = ["DPO_KINDS", "HSFT_KIND", "arm_max_length", "hsft_checks", "hsft_dict", "needs_hsft", "pairs_checks",
+           "pairs_dict", "run_hsft", "run_pairs", "start_problem", "train_data_hash", "train_overrides"]
 
 HSFT_KIND = "hsft"
 DPO_KINDS = {"hsft+dpo": HSFT_KIND, "cd+dpo": "trained"}  # DPO kind -> the kind its start arm must have
@@ -145,7 +147,22 @@ def pairs_dict(recipe, run: Path, arm: str) -> tuple[dict, bool]:
         base["data_dir"] = teach["data_dir"]
     if (section.get("teacher") or {}).get("base_url"):
         serve = False  # the section names its own server
-    return deep_merge(base, section), serve
+    d = deep_merge(base, section)
+    if "max_pair_tokens" not in section:  # the pairs the arm's DPO would drop are not asked for
+        d["max_pair_tokens"] = arm_max_length(recipe, arm)
+    return d, serve
+
+
+def arm_max_length(recipe, arm: str) -> int:
+    """The ``train.data.max_length`` a DPO arm trains with (its train overrides on the recipe's train
+    section, else TrainConfig's default): what its pairs must fit."""
+    from codistill.overrides import deep_merge
+    from codistill.recipe.settings import _section_dict
+    from codistill.training.config import DataConfig
+
+    train = deep_merge(_section_dict(recipe.train), _section_dict(getattr(recipe.arms[arm], "train", None)))
+    data = train.get("data") if isinstance(train.get("data"), dict) else {}
+    return int(data.get("max_length") or DataConfig.model_fields["max_length"].default)
 
 
 def pairs_checks(recipe, arm: str):

@@ -3,11 +3,17 @@
 1. the student's attempts on the training problems, judged in the sandbox: the correct stage's
    step (:func:`codistill.correct.attempts.sample_attempts`, same records, same resume);
 2. the failures to correct: per problem, failed answers in sample order (not the sandbox's fault,
-   distinct programs, with reasoning steps and a code section), up to ``failures_per_problem``;
+   distinct programs, with reasoning steps and a code section), up to ``failures_per_problem``,
+   leaving out (``skipped_too_long``) those whose pair could not fit DPO training
+   (``max_pair_tokens``: the student's prompt + the answer, in the student's tokens, as
+   :func:`codistill.training.objectives.dpo.build_pair_example` counts them): the teacher is never
+   paid for a pair the DPO arm would drop; the steps and code the teacher is shown are cut to
+   ``max_attempt_chars`` (the pair keeps the whole answer);
 3. per failure, the teacher in mode ``first_error`` (:mod:`codistill.teacher.modes.first_error`)
    through the teach stage's machinery (:class:`~codistill.teacher.runner.ProblemRunner`: the cache,
    the call, parsing, the mode's judge of the chosen answer, retries); records in
-   ``corrections.jsonl``, appended as they finish;
+   ``corrections.jsonl``, appended as they finish (a prompt the teacher's server refuses for its
+   size is recorded as rejected, :data:`codistill.correct.failures.OVER_CONTEXT`: not asked again);
 4. ``pairs.jsonl`` from the kept corrections (:func:`codistill.pairs.layout.build_pair`) and
    ``pairs_manifest.json``: counts, why failures gave no pair, and the cost (student samples and
    tokens, teacher tokens, judge runs, seconds).
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from codistill.correct.failures import (FailureRun, IncompleteError, attempt_and_ask, failed_samples, incomplete,
@@ -62,10 +69,26 @@ def _student_format(cfg: PairsConfig):
     return fmt
 
 
-def failure_rows(cfg: PairsConfig, fmt, rows: list[dict], attempts: dict[str, dict]) -> tuple[list[dict], Counter]:
+def pair_tokens(fmt, tokenizer) -> Callable[[str, str], int]:
+    """``count(statement, answer)``: the tokens a pair with ``answer`` as its rejected side takes at
+    least in DPO training (:func:`codistill.training.objectives.dpo.build_pair_example`): the prompt
+    rendered in the student format, the answer, and the eos token when the format ends with its code."""
+    eos = int("{code}" in fmt.sections[-1] and getattr(tokenizer, "eos_token_id", None) is not None)
+
+    def count(statement: str, answer: str) -> int:
+        return (len(fmt.prompt_ids(tokenizer, statement))
+                + len(tokenizer(answer.rstrip(), add_special_tokens=False)["input_ids"]) + eos)
+
+    return count
+
+
+def failure_rows(cfg: PairsConfig, fmt, rows: list[dict], attempts: dict[str, dict],
+                 tokens: Callable[[str, str], int] | None = None) -> tuple[list[dict], Counter]:
     """The teacher's rows (one per failure to correct, in problem order) and the failed answers left
-    out, by reason. A row is the data row plus ``answer``, ``program``, ``report``, ``format`` and
-    ``sample_index``; its id is ``<problem_id>#s<sample index>``."""
+    out, by reason. A row is the data row plus ``answer``, ``program``, ``report``, ``format``,
+    ``max_attempt_chars`` and ``sample_index``; its id is ``<problem_id>#s<sample index>``.
+    ``tokens``: :func:`pair_tokens` (needed when ``cfg.max_pair_tokens`` is set): an answer over
+    ``max_pair_tokens`` is left out (``skipped_too_long``) and the next failure of its problem taken."""
     from codistill.correct.attempts import NOT_THE_STUDENTS_FAULT
     from codistill.pairs.layout import read_attempt
 
@@ -80,21 +103,53 @@ def failure_rows(cfg: PairsConfig, fmt, rows: list[dict], attempts: dict[str, di
             why = ("not_the_students_fault" if smp["status"] in NOT_THE_STUDENTS_FAULT else
                    "no_steps" if not attempt.spans else "no_code" if not attempt.has_code else
                    "duplicate_program" if smp["program"].strip() in seen else
-                   "over_failures_per_problem" if taken == cfg.failures_per_problem else None)
+                   "over_failures_per_problem" if taken == cfg.failures_per_problem else
+                   "skipped_too_long" if too_long(cfg, tokens, r["prompt"], smp["raw"]) else None)
             if why:
                 skipped[why] += 1
                 continue
             seen.add(smp["program"].strip())
             taken += 1
             out.append(teacher_row(r, smp, "s", answer=smp["raw"], program=smp["program"], report=smp["report"],
-                                   format=fdump))
+                                   format=fdump, max_attempt_chars=cfg.max_attempt_chars))
     return out, skipped
+
+
+def too_long(cfg: PairsConfig, tokens: Callable[[str, str], int] | None, statement: str, answer: str) -> bool:
+    """Whether a pair with ``answer`` as its rejected side could not fit ``cfg.max_pair_tokens``."""
+    if cfg.max_pair_tokens is None:
+        return False
+    if tokens is None:
+        raise ValueError("max_pair_tokens counts the student's tokens: give failure_rows a counter (pair_tokens)")
+    return tokens(statement, answer) > cfg.max_pair_tokens
+
+
+def _counter(cfg: PairsConfig, fmt, tokenizer) -> Callable[[str, str], int] | None:
+    """:func:`pair_tokens` with the student's tokenizer (the one given, else the student model's,
+    loaded on first use), or None when ``max_pair_tokens`` is not set."""
+    if cfg.max_pair_tokens is None:
+        return None
+    held: list = [None if tokenizer is None else pair_tokens(fmt, tokenizer)]
+
+    def count(statement: str, answer: str) -> int:
+        if held[0] is None:
+            from codistill.evaluation.run import load_tokenizer
+
+            tok = load_tokenizer(cfg.student.model, cfg.student.dtype)
+            if tok is None:
+                raise ValueError(f"max_pair_tokens counts the student's tokens, and no tokenizer could be loaded for "
+                                 f"{cfg.student.model!r}: give a local student model, or leave max_pair_tokens unset")
+            held[0] = pair_tokens(fmt, tok)
+        return held[0](statement, answer)
+
+    return count
 
 
 def _make_pairs(cfg: PairsConfig, out: Path, generator, tokenizer) -> dict:
     t0 = time.time()
     run = attempt_and_ask("pairs", cfg, out, _student_format,
-                          lambda fmt, rows, att: failure_rows(cfg, fmt, rows, att), generator, tokenizer)
+                          lambda fmt, rows, att: failure_rows(cfg, fmt, rows, att, _counter(cfg, fmt, tokenizer)),
+                          generator, tokenizer)
     pairs, dropped = _pairs(run.fmt, run.records, {r["id"]: r for r in run.fixes})
     write_jsonl(out / PAIRS_FILE, pairs)
     return write_manifest("pairs", out, _manifest(pairs=pairs, dropped=dropped, wall=time.time() - t0, **vars(run)),
@@ -108,7 +163,8 @@ def _manifest(*, pairs: list[dict], dropped: Counter, wall: float, **run) -> dic
     ks = Counter("code" if p["first_wrong_step"] is None else "step" for p in pairs)
     return manifest("pairs", FailureRun(**run), wall, kept="pairs", per_kept="tokens_per_pair",
                     judged_as="chosen_answers", head={"mode": MODE},
-                    outcome={"pairs": len(pairs), "pairs_by_first_error": dict(ks),
+                    outcome={"skipped_too_long": run["skipped"].get("skipped_too_long", 0),
+                             "pairs": len(pairs), "pairs_by_first_error": dict(ks),
                              "dropped": len(run["records"]) - len(pairs), "dropped_by_reason": dict(dropped)},
                     files={"pairs": PAIRS_FILE})
 

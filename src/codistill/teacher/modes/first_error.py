@@ -19,11 +19,13 @@ reads it (:func:`~codistill.teacher.modes.claer.first_wrong_step`).
 
 Rows come from ``codistill pairs`` (:mod:`codistill.pairs`), never from a data folder: each carries
 ``answer`` (the student's whole answer), ``program`` (its judged program), ``report`` (the judge's
-failure as :func:`codistill.correct.attempts.readable_failure` writes it) and ``format`` (the
-student format), shown through ``{student_steps}``, ``{student_code}`` and ``{failure}``
-(:attr:`ModeSpec.fields`, part of every call's cache key). The record's ``first_error`` holds ``k``,
-the number of student steps and the judge's status of the chosen answer. No leakage check: the
-chosen code is meant to be right, and the reference is what the teacher checks against.
+failure as :func:`codistill.correct.attempts.readable_failure` writes it), ``format`` (the
+student format) and ``max_attempt_chars`` (the steps and code shown are cut to it in all:
+:func:`codistill.correct.failures.cut_parts`), shown through ``{student_steps}``,
+``{student_code}`` and ``{failure}`` (:attr:`ModeSpec.fields`, part of every call's cache key).
+The record's ``first_error`` holds ``k``, the number of student steps and the judge's status of
+the chosen answer. No leakage check: the chosen code is meant to be right, and the reference is
+what the teacher checks against.
 """
 
 from __future__ import annotations
@@ -84,8 +86,12 @@ class FirstErrorMode(Mode):
         report = row.get("report")
         if not isinstance(report, dict):
             raise ValueError(f"first_error row {row.get('id')!r} needs 'report' (the judge's failure, a mapping)")
-        return {"student_steps": steps, "student_code": (row.get("program") or "").strip("\n"),
-                "failure": failure_text(report)}
+        code = (row.get("program") or "").strip("\n")
+        if row.get("max_attempt_chars"):  # the pairs stage's cut of what is shown (the pair keeps the whole answer)
+            from codistill.correct.failures import cut_parts
+
+            steps, code = cut_parts([steps, code], row["max_attempt_chars"])
+        return {"student_steps": steps, "student_code": code, "failure": failure_text(report)}
 
     def open(self, run: RunContext) -> None:
         if "judge" not in run.state:
