@@ -118,8 +118,12 @@ def test_corrections_kept_dropped_rows_and_cost(tmp_path, teacher):
                                            "step computes something else.\n\n" + reasoning)
     assert only["inc#fix0"]["context"] == reasoning and lema["inc#fix0"]["context"].endswith(only["inc#fix0"]["context"])
     for r in (lema["inc#fix0"], only["inc#fix0"]):
-        assert list(r) == list(TRAIN_KEYS) and r["prompt"] == "[[inc]] Write inc(n)." and r["code"] == kept["code"]
+        assert list(r) == list(TRAIN_KEYS) and r["code"] == kept["code"]
         assert r["tests"].startswith("assert inc(1) == 2")
+    # lema is prompted with the statement and the failed attempt the teacher saw; the ablation with the statement
+    assert only["inc#fix0"]["prompt"] == "[[inc]] Write inc(n)."
+    assert lema["inc#fix0"]["prompt"].startswith("[[inc]] Write inc(n).\n\n### An attempt that fails the tests\n"
+                                                 + WRONG_INC + "\n\n### Task\n")
     # the mixes: 4 context rows, ratio 0.5 -> 2 corrections wanted, 2 kept: both, the same in each variant
     mix_l = list(read_jsonl(out / "train_cd_lema.jsonl"))
     mix_o = list(read_jsonl(out / "train_cd_corrected_only.jsonl"))

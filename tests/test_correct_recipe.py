@@ -65,19 +65,26 @@ def test_the_stage_runs_inside_the_runners_keyed_step(tmp_path, monkeypatch):
     monkeypatch.setattr(stage, "correct", fake_correct)
     calls = []
 
-    def keyed(name, key, folder, fn, output_hash):
-        calls.append((name, key, folder, fn(), output_hash()))
-        return calls[-1][-1]
+    def keyed(name, key, folder, fn, output_hash, compat=None):
+        calls.append((name, key, folder, fn(), output_hash(), compat))
+        return calls[-1][-2]
 
     r = SimpleNamespace(recipe=rec, run=tmp_path, hashes={"data": "d1", "teach": "t1"}, keyed=keyed, console=None)
     out = run_correct(r)
-    (name, key, folder, info, ohash), = calls
+    (name, key, folder, info, ohash, compat), = calls
     assert name == "correct" and folder == tmp_path / "correct" and out == ohash
     assert info == {"problems": 3, "failures": 2, "kept": 1, "dropped": 1, "teacher_tokens": 42, "mix": None}
     assert seen[0][1] == tmp_path / "correct" and seen[0][0].context_data == str(tmp_path / "teach" / "train.jsonl")
     r.hashes["teach"] = "t2"  # new context rows: a new key
     run_correct(r)
-    assert calls[1][1] != key
+    assert calls[1][1] != key and calls[1][5] != compat
+    # another layout of the training rows: a new key, the same compat key (the folder, its attempts and
+    # corrections are kept; the stage re-writes the rows)
+    import codistill.correct.rows as rows
+
+    monkeypatch.setattr(rows, "ROWS_VERSION", rows.ROWS_VERSION + 1)
+    run_correct(r)
+    assert calls[2][1] != calls[1][1] and calls[2][5] == calls[1][5]
 
 
 def test_a_recipe_with_correction_arms(tmp_path):

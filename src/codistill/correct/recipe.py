@@ -15,7 +15,10 @@ The stage's settings are the recipe's ``correct:`` section plus what the runner 
   cache (``cache/teach``, shared with the teach stage).
 
 Its key is the config's :meth:`~codistill.correct.config.CorrectConfig.key` with the data and
-teach stages' output hashes; its output hash covers the two mixed training sets, which the arms
+teach stages' output hashes and the training rows' layout (:func:`codistill.correct.rows.rows_layout`);
+its compat key is the same without the layout, so a run whose only change is the layout keeps the
+folder: the stage runs again, reuses the stored attempts and corrections (no student sample, no
+teacher call) and re-writes the rows. Its output hash covers the two mixed training sets, which the arms
 of kind ``cd+lema`` / ``cd+corrected-only`` train on (:func:`codistill.recipe.stages.train_file` (the arm kind's ``train_source``)).
 
 Registration (in :mod:`codistill.recipe`; tests/test_correct_recipe.py checks it once present):
@@ -88,14 +91,15 @@ def needed(r) -> bool:
 def run_correct(r) -> str:
     """The stage: ``codistill correct`` on the run's data and teach outputs, inside ``r.keyed``."""
     from codistill.correct.config import CorrectConfig
-    from codistill.correct.rows import MIX_FILES
+    from codistill.correct.rows import MIX_FILES, rows_layout
     from codistill.correct.stage import correct, incomplete_error
     from codistill.recipe.manifest import _file_hash, _hash
 
     folder = r.run / "correct"
     d, serve = correct_dict(r.recipe, r.run)
     cfg = CorrectConfig.model_validate(d)
-    key = _hash(["correct", cfg.key(), r.hashes.get("data"), r.hashes.get("teach")])
+    compat = _hash(["correct", cfg.key(), r.hashes.get("data"), r.hashes.get("teach")])  # attempts, corrections
+    key = _hash(["correct", cfg.key(), r.hashes.get("data"), r.hashes.get("teach"), {"rows": rows_layout()}])
 
     def go() -> dict[str, Any]:
         from codistill.recipe.teacher import with_teacher
@@ -110,4 +114,5 @@ def run_correct(r) -> str:
         return {"problems": c["problems"], "failures": c["failures"], "kept": c["kept"], "dropped": c["dropped"],
                 "teacher_tokens": m["cost"]["teacher"]["total_tokens"], "mix": m["mix"]}
 
-    return r.keyed("correct", key, folder, go, lambda: _file_hash(*(folder / f for f in MIX_FILES.values())))
+    return r.keyed("correct", key, folder, go, lambda: _file_hash(*(folder / f for f in MIX_FILES.values())),
+                   compat=compat)

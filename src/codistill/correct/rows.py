@@ -1,14 +1,34 @@
 """Step 3 of the correct stage: training rows from the kept corrections, in two variants, and their
 mixes with the teach stage's context-distillation rows.
 
+The layout follows LEMA (An et al., 2023, "Learning From Mistakes Makes LLM Better Reasoner",
+arXiv:2310.20689; prompts at github.com/microsoft/LEMA): a correction example's *input* is the
+question plus the inaccurate reasoning path, its *output* the correction (the incorrect step, the
+explanation of the error, the correct solution); the model is fine-tuned on the ordinary CoT data
+plus these examples, and at inference it is prompted with the question alone. So the student
+learns to correct a mistake it is shown, never to narrate a mistake it did not make.
+
 Every row has exactly the teach stage's keys (:data:`codistill.teacher.outputs.TRAIN_KEYS`:
 ``id, prompt, context, code, tests, difficulty, source``), so ``codistill train`` reads these files
-as it reads ``train.jsonl``. ``id`` is ``<problem_id>#fix<k>`` (k: the student's sample), the same
-in both variants; ``prompt`` is the problem statement (the student is prompted as always);
-``code`` is the corrected program (it passed the judge); ``tests`` the problem's tests as text.
-``context`` is the part that differs:
+as it reads ``train.jsonl`` (it renders ``prompt`` through the run's format as the user turn, never
+truncates it: a row whose prompt and code do not fit ``max_length`` is dropped). ``id`` is
+``<problem_id>#fix<k>`` (k: the student's sample), the same in both variants; ``code`` is the
+corrected program (it passed the judge); ``tests`` the problem's tests as text.
 
-**lema** (``train_lema.jsonl``)::
+**lema** (``train_lema.jsonl``): ``prompt`` is the statement and the student's failed attempt,
+through the fixed template ``codistill/templates/lema_correction_prompt.txt`` (:func:`lema_prompt`)::
+
+    <the problem statement>
+
+    ### An attempt that fails the tests
+    <the student's answer, as the teacher was shown it: cut to max_attempt_chars>
+
+    ### Task
+    Find the first incorrect step of the attempt above, explain the error, and write a corrected solution.
+
+The attempt is the failure row's ``attempt`` (:func:`codistill.correct.attempts.failure_rows`: the
+raw answer cut to ``max_attempt_chars``), the text the correction record answers (its ``row_hash``
+covers it); the judge's report is not shown (LEMA's input is the question and the path). ``context``::
 
     ### Incorrect step
     <the first wrong step of the student's attempt, as the teacher quoted it>
@@ -19,11 +39,14 @@ in both variants; ``prompt`` is the problem statement (the student is prompted a
     ### Corrected solution
     <the corrected solution's reasoning, in words>
 
-**corrected-only** (``train_corrected_only.jsonl``, the ablation): the same rows with the first two
-sections left out, i.e. exactly the last block of the lema context::
+**corrected-only** (``train_corrected_only.jsonl``, the ablation): ``prompt`` is the bare statement
+(as every context-distillation row's), ``context`` only the last block of the lema context::
 
     ### Corrected solution
     <the corrected solution's reasoning, in words>
+
+i.e. the same corrected solutions without the attempt, the error and its explanation: lema vs
+corrected-only tests whether the error signal matters.
 
 The student's answer layout (its format) wraps ``context`` as it wraps any context (``paper``:
 ``### Reasoning`` + context, ``### Code`` + code, ``### Tests`` + tests).
@@ -35,7 +58,13 @@ corrections, ``wanted = floor(mix_ratio * C + 0.5)``; when ``wanted <= K``, ``wa
 drawn without replacement by ``random.Random(mix_seed)``; when there are too few (``wanted > K``),
 all K are used once (never repeated), a warning is logged and the manifest's ``mix`` records the
 shortfall and the ratio achieved (K / C). ``mix_ratio`` None: all K. Both variants take the same
-correction ids, so the ablation differs only in the context.
+correction ids, so the ablation differs only in the prompt and the context.
+
+**Resume**: the rows are written afresh from the kept records on every run of the stage (the
+records and attempts are reused by their own keys, the teacher is not asked again).
+:func:`rows_layout` names this layout (a version and the template's sha256); the recipe's stage
+key holds it (:mod:`codistill.correct.recipe`), so a changed layout runs the stage again in the
+same folder and re-writes the rows, and the manifest records it (``rows.layout``).
 """
 
 from __future__ import annotations
@@ -43,14 +72,17 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
-from codistill.store import read_jsonl, write_jsonl
+from codistill.store import read_jsonl, sha256_json, write_jsonl
 from codistill.teacher.outputs import TRAIN_KEYS
 from codistill.teacher.templates import render_context
 
-__all__ = ["FILES", "VARIANTS", "corrected_only_context", "correction_rows", "lema_context", "mix_ids",
-           "read_context_rows", "write_rows"]
+__all__ = ["FILES", "LEMA_PROMPT_TEMPLATE", "VARIANTS", "corrected_only_context", "correction_rows", "lema_context",
+           "lema_prompt", "mix_ids", "read_context_rows", "rows_layout", "write_rows"]
 
 log = logging.getLogger("codistill.correct")
 
@@ -58,6 +90,29 @@ VARIANTS = ("lema", "corrected-only")
 FILES = {"lema": "train_lema.jsonl", "corrected-only": "train_corrected_only.jsonl"}
 MIX_FILES = {"lema": "train_cd_lema.jsonl", "corrected-only": "train_cd_corrected_only.jsonl"}
 LEMA_SECTIONS = ("incorrect_step", "explanation", "reasoning")
+LEMA_PROMPT_TEMPLATE = "lema_correction_prompt.txt"  # under codistill/templates
+# 1: the bare statement as every row's prompt; 2: lema rows are prompted with the statement + the failed attempt
+ROWS_VERSION = 2
+_PLACEHOLDER = re.compile(r"\{(problem|attempt)\}")
+
+
+@lru_cache(maxsize=1)
+def _template() -> str:
+    text = resources.files("codistill").joinpath("templates", LEMA_PROMPT_TEMPLATE).read_text()
+    return text.rstrip("\n")
+
+
+def rows_layout() -> str:
+    """What names the rows' layout: :data:`ROWS_VERSION` and the lema prompt template's text (a
+    stage key holds it, so a changed layout re-writes the rows)."""
+    return sha256_json({"version": ROWS_VERSION, "lema_prompt": _template()})[:16]
+
+
+def lema_prompt(statement: str, attempt: str) -> str:
+    """The lema row's prompt: the statement and the failed attempt through the template, the
+    two stripped as the teacher's template strips them (one pass: braces in either are kept)."""
+    values = {"problem": statement.strip(), "attempt": attempt.strip("\n")}
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], _template())
 
 
 def lema_context(sections: dict) -> str:
@@ -71,17 +126,22 @@ def corrected_only_context(sections: dict) -> str:
 
 
 def correction_rows(records: list[dict], rows_by_id: dict) -> dict[str, list[dict]]:
-    """Rows of both variants from the valid correction records (in record order)."""
+    """Rows of both variants from the valid correction records (in record order); ``rows_by_id``:
+    the failure rows the teacher was asked about (statement, tests, and the cut ``attempt``)."""
     out: dict[str, list[dict]] = {v: [] for v in VARIANTS}
     for rec in records:
         if not rec.get("valid"):
             continue
         row = rows_by_id[rec["id"]]
-        base = {"id": rec["id"], "prompt": row["prompt"], "code": rec["code"], "tests": row.get("tests") or "",
+        if row.get("attempt") is None:
+            raise ValueError(f"failure row {rec['id']!r} has no 'attempt': the lema prompt shows the failed attempt")
+        base = {"id": rec["id"], "code": rec["code"], "tests": row.get("tests") or "",
                 "difficulty": row.get("difficulty"), "source": row.get("source")}
-        for variant, context in (("lema", lema_context(rec["sections"])),
-                                 ("corrected-only", corrected_only_context(rec["sections"]))):
-            out[variant].append({k: (context if k == "context" else base[k]) for k in TRAIN_KEYS})
+        for variant, prompt, context in (
+                ("lema", lema_prompt(row["prompt"], row["attempt"]), lema_context(rec["sections"])),
+                ("corrected-only", row["prompt"], corrected_only_context(rec["sections"]))):
+            full = {**base, "prompt": prompt, "context": context}
+            out[variant].append({k: full[k] for k in TRAIN_KEYS})
     return out
 
 
@@ -119,9 +179,14 @@ def mix_ids(n_context: int, ids: list[str], ratio: float | None, seed: int) -> t
 
 def write_rows(cfg, out: Path, records: list[dict], rows_by_id: dict) -> dict:
     """Write the variants (and their mixes when ``cfg.context_data`` is set); returns the counts,
-    files and mix arithmetic for the manifest."""
+    files, mix arithmetic and the rows' layout (with the prompts' lengths in characters) for the manifest."""
+    from codistill.formats import length_stats
+
     variants = correction_rows(records, rows_by_id)
-    info: dict = {"train_rows": {v: len(rs) for v, rs in variants.items()}, "files": {}, "mix": None}
+    info: dict = {"train_rows": {v: len(rs) for v, rs in variants.items()}, "files": {}, "mix": None,
+                  "rows": {"layout": rows_layout(), "version": ROWS_VERSION,
+                           "prompt_chars": {v: length_stats([len(r["prompt"]) for r in rs])
+                                            for v, rs in variants.items()}}}
     for v, rs in variants.items():
         write_jsonl(out / FILES[v], rs)
         info["files"][v] = FILES[v]

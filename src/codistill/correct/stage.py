@@ -6,7 +6,8 @@
    ProblemRunner` (cache look-up, the call, parsing, the mode's judge of the corrected program,
    retries up to ``max_attempts``), :class:`~codistill.teacher.client.TeacherClient` (each call's
    exact token usage), :class:`~codistill.teacher.cache.ResponseCache`;
-3. training rows in two variants and their mixes (:mod:`.rows`);
+3. training rows in two variants and their mixes (:mod:`.rows`), written afresh from the kept
+   records on every run (a changed row layout costs no student sample and no teacher call);
 4. ``correct_manifest.json``: counts, why corrections were dropped, and the cost.
 
 Steps 1, 2 and 4 are the pairs stage's too (:mod:`codistill.correct.failures`).
@@ -55,7 +56,7 @@ def _correct(cfg: CorrectConfig, out: Path, generator, tokenizer) -> dict:
 
 def _manifest(*, outputs: dict, wall: float, **run) -> dict:
     """correct_manifest.json's content (``run``: the fields of a :class:`~codistill.correct.failures.
-    FailureRun`; ``outputs``: :func:`~codistill.correct.rows.write_rows`'s counts, files and mix;
+    FailureRun`; ``outputs``: :func:`~codistill.correct.rows.write_rows`'s counts, files, mix and rows' layout;
     tests/test_report_cost.py writes manifests through it)."""
     records = run["records"]
     kept = sum(1 for r in records if r.get("valid"))
@@ -63,7 +64,8 @@ def _manifest(*, outputs: dict, wall: float, **run) -> dict:
     return manifest("correct", FailureRun(**run), wall, kept="kept", per_kept="tokens_per_kept_correction",
                     judged_as="corrections", solved=True,
                     outcome={"kept": kept, "dropped": len(records) - kept, "dropped_by_reason": dict(dropped)},
-                    tail={"train_rows": outputs["train_rows"]}, files=outputs["files"], extra={"mix": outputs["mix"]})
+                    tail={"train_rows": outputs["train_rows"]}, files=outputs["files"],
+                    extra={"mix": outputs["mix"], "rows": outputs.get("rows")})
 
 
 def incomplete_error(manifest: dict, resume: str = "the same `codistill correct` command") -> CorrectIncompleteError | None:
