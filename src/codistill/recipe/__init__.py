@@ -36,13 +36,14 @@ from __future__ import annotations
 from codistill.overrides import apply_sets, deep_merge
 from codistill.recipe.load import _check_sections, check_stages, load_recipe, recipe_path, validate_recipe
 from codistill.recipe.manifest import _file_hash, _hash, _Manifest
-from codistill.recipe.runner import _NotRun, _Runner, run_recipe
+from codistill.recipe.runner import ArmsFailed, _NotRun, _Runner, run_recipe
 from codistill.recipe.settings import FORMAT_OWNED, _eval_dict, _student, _teach_dict, _train_dict
 from codistill.recipe.spec import (ARM_KINDS, RECIPE_VERSION, ArmSpec, BaseArm, EvalSection, Recipe, ReportSection,
                                    Section, ServeSpec, TeachSection, TrainedArm, TrainSection, DataSection, PipelineArm)
 from codistill.recipe.stages import Stage, register, stage_names
 
-__all__ = ["Recipe", "ArmSpec", "BaseArm", "TrainedArm", "PipelineArm", "ServeSpec", "load_recipe", "run_recipe", "recipe_path",
+__all__ = ["Recipe", "ArmSpec", "BaseArm", "TrainedArm", "PipelineArm", "ServeSpec", "load_recipe", "run_recipe",
+           "ArmsFailed", "recipe_path",
            "RECIPE_VERSION", "apply_sets", "deep_merge", "Stage", "register", "stage_names", "STAGES"]
 
 STAGES = stage_names()  # the names --only takes: data, teach, train, eval, report

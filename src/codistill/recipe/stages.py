@@ -2,7 +2,10 @@
 
 A :class:`Stage` has a scope: ``run`` stages run once, before the arms (data, teach, the budget
 guard); ``arm`` stages run for each arm whose kind lists them (``ArmSpec.stages``: train, eval);
-``end`` stages run once at the end, whatever stopped the arms (report). Each stage's ``run``
+``end`` stages run once at the end, whatever stopped the arms (report). A failing arm stops only
+itself and the arms that use its adapter; a failing run stage marked ``fatal=False`` (one that
+feeds some arms: hsft, reer, select, elad, correct) only the arms that train on its output (see
+:meth:`codistill.recipe.runner._Runner.run_stages`). Each stage's ``run``
 builds its config from the recipe (:mod:`codistill.recipe.settings`), makes its key from the
 config's ``key()`` and the output hashes of what it reads, and calls the library function behind
 its verb inside ``runner.keyed(...)`` (skip when complete, resume, set aside when changed).
@@ -44,6 +47,10 @@ class Stage:
     checks: Callable[..., Iterable[Check]] | None = None  # checks(recipe) or checks(recipe, arm)
     needed: Callable[["_Runner"], bool] = lambda runner: True  # run stages: whether this run needs it
     selectable: bool = True  # a name --only takes
+    # run stages: whether a failure stops the run (False: the stage only feeds some arms; the runner
+    # records the failure, skips the arms that train on its output, and goes on with the others)
+    fatal: bool = True
+    needs: tuple[str, ...] = ()  # run stages: the run stages whose output it reads (skipped when one failed)
 
 
 _REGISTRY: list[Stage] = []
@@ -148,7 +155,9 @@ def _teach_checks(recipe) -> Iterable[Check]:
 def _check_budget(r: "_Runner") -> dict | None:
     """Before any arm is trained or judged: the eval budget against the training targets'
     lengths in the run's format (what the trainer will store with each adapter), so a budget
-    too short for the trained arms stops the run now, not after hours of judging."""
+    too short for the trained arms stops the run now, not after hours of judging. The files are
+    pooled into one 99th percentile, which lets a long-tailed arm through: each arm is checked again
+    against its own record just before it trains (:func:`codistill.recipe.budget.check_arm_budget`)."""
     from codistill.formats import ProtocolError, required_budget
 
     rec = r.recipe
@@ -226,6 +235,9 @@ def _train(r: "_Runner", arm: str) -> str:
     cfg, key = train_config(r.recipe, r.run, arm, _train_data_hash(r, arm))
 
     def go():
+        from codistill.recipe.budget import check_arm_budget
+
+        check_arm_budget(r, arm, cfg)  # this arm's own record against its evals, before any step
         s = train(cfg)
         if s.get("stopped_early") or not s.get("adapter_dir"):
             raise _Paused(f"arm {arm}: training stopped at step {s.get('steps')} of {s.get('total_steps')}")
@@ -368,12 +380,15 @@ def _report(r: "_Runner") -> dict | None:
 register(Stage("data", "run", _data, checks=_data_checks))
 register(Stage("teach", "run", _teach, checks=_teach_checks,
                needed=lambda r: any(r.recipe.arms[a].trains() for a in r.arms)))
-register(Stage("hsft", "run", pairs_stage.run_hsft, checks=pairs_stage.hsft_checks, needed=pairs_stage.needs_hsft))
-register(Stage("reer", "run", reer_stage.run_reer, checks=reer_stage.reer_checks, needed=reer_stage.needed))
-register(Stage("select", "run", select_stage.run_select, checks=select_stage.select_checks, needed=select_stage.needed))
-register(Stage("elad", "run", select_stage.run_elad, needed=select_stage.needed))
+register(Stage("hsft", "run", pairs_stage.run_hsft, checks=pairs_stage.hsft_checks, needed=pairs_stage.needs_hsft,
+               fatal=False))
+register(Stage("reer", "run", reer_stage.run_reer, checks=reer_stage.reer_checks, needed=reer_stage.needed,
+               fatal=False))
+register(Stage("select", "run", select_stage.run_select, checks=select_stage.select_checks, needed=select_stage.needed,
+               fatal=False))
+register(Stage("elad", "run", select_stage.run_elad, needed=select_stage.needed, fatal=False, needs=("select",)))
 register(Stage("correct", "run", correct_stage.run_correct, checks=correct_stage.correct_checks,
-               needed=correct_stage.needed))
+               needed=correct_stage.needed, fatal=False))
 register(Stage("budget", "run", _check_budget, selectable=False,
                needed=lambda r: r.wanted("eval") or r.wanted("train")))
 register(Stage("pairs", "arm", pairs_stage.run_pairs, checks=pairs_stage.pairs_checks))
