@@ -2,7 +2,11 @@
 
 Resumable: a unit that already has ``n_samples`` answers is not asked again; an interrupted call
 loses at most the batch in flight. ``generation_log.jsonl`` gets one line per batch (samples,
-new tokens, seconds), so the speed is summed over every call that generated into the run.
+new tokens, seconds, and each model's token usage in that batch: ``usage`` for the answering
+model, ``reasoner_usage`` for a pipeline's Reasoner -- :meth:`InferenceStrategy.usages`), written
+after the batch's answers, so speed and usage are summed over every call that generated into the
+run: after an interrupted and resumed eval the totals are those of the answers kept (a batch lost
+to the interruption is asked again and counted once, when its answers are written).
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ def generate_missing(cfg: EvalConfig, strategy: InferenceStrategy, units: dict[s
         n = usage.requests - answered0 if usage is not None else 0
         return f"{n} answers from the server" if n else ""
 
+    models = {k: u for k, u in strategy.usages().items() if u is not None}
+
     with JsonlAppender(out / "generations.jsonl") as app, JsonlAppender(out / "generation_log.jsonl") as logapp, \
             Progress("generate", len(todo), unit="prompts", logger=logging.getLogger(LOGGER),
                      bar=None if progress else False, echo=progress, describe=live) as bar:
@@ -80,8 +86,10 @@ def generate_missing(cfg: EvalConfig, strategy: InferenceStrategy, units: dict[s
                                     max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + start)
             tg = time.perf_counter()
             usage_before = usage.completion_tokens if tokenizer is None and usage is not None else None
+            spent_before = {k: u.as_dict() for k, u in models.items()}
             outs = strategy.answer(chunk, params)
             dt = time.perf_counter() - tg
+            spent = {k: _minus(u.as_dict(), spent_before[k]) for k, u in models.items()}
             gen_time += dt
             chunk_tokens = 0
             if usage_before is not None:  # no local tokenizer: the server's own token count
@@ -103,20 +111,38 @@ def generate_missing(cfg: EvalConfig, strategy: InferenceStrategy, units: dict[s
             n_tokens += chunk_tokens
             # one line per batch, written after its generations: generation speed summed over every
             # (resumed) call, not just the last one, which may have generated nothing
-            logapp.append({"samples": n_new, "new_tokens": chunk_tokens, "seconds": round(dt, 3)})
+            logapp.append({"samples": n_new, "new_tokens": chunk_tokens, "seconds": round(dt, 3), **spent})
             bar.advance(len(chunk), info=f"{n_tokens} tokens, {n_tokens / max(gen_time, 1e-9):.1f} tok/s")
     return {"new_tokens": n_tokens, "seconds": gen_time}
 
 
+def _minus(after: dict, before: dict) -> dict:
+    return {k: v - before.get(k, 0) for k, v in after.items()}
+
+
 def generation_totals(out: Path, samples: int) -> dict:
-    """Tokens and seconds over every call that generated into this run (``generation_log.jsonl``).
+    """Tokens, seconds and model usage over every call that generated into this run
+    (``generation_log.jsonl``).
 
     ``samples_timed`` < ``samples`` when some generations predate the log (or came from a call
     killed between writing its generations and its log line): the speed is then over those timed.
+    ``usage`` (the answering model) and ``reasoner_usage`` (a pipeline's Reasoner, when it has
+    one) are summed over the batches whose line records them; ``samples_priced`` counts those
+    batches' samples, so ``samples_priced`` < ``samples`` means the usage is a lower bound (batches
+    logged before per-batch usage was recorded, or a call killed between the two writes).
     """
     log_path = out / "generation_log.jsonl"
     lines = list(read_jsonl(log_path, resumable=True)) if log_path.exists() else []
     tok = sum(r.get("new_tokens") or 0 for r in lines)
     sec = sum(r.get("seconds") or 0.0 for r in lines)
-    return {"new_tokens": tok, "seconds": round(sec, 2), "tokens_per_s": round(tok / sec, 2) if sec else None,
-            "samples_timed": sum(r.get("samples") or 0 for r in lines), "samples": samples}
+    out_d = {"new_tokens": tok, "seconds": round(sec, 2), "tokens_per_s": round(tok / sec, 2) if sec else None,
+             "samples_timed": sum(r.get("samples") or 0 for r in lines), "samples": samples}
+    priced = [r for r in lines if isinstance(r.get("usage"), dict)]
+    if priced:
+        out_d["samples_priced"] = sum(r.get("samples") or 0 for r in priced)
+        for key in ("usage", "reasoner_usage"):
+            parts = [r[key] for r in priced if isinstance(r.get(key), dict)]
+            if parts:
+                fields = dict.fromkeys(k for p in parts for k in p)
+                out_d[key] = {f: sum(int(p.get(f) or 0) for p in parts) for f in fields}
+    return out_d

@@ -13,6 +13,8 @@ Run directory layout::
 
     RUN_DIR/config.json          resolved EvalConfig
     RUN_DIR/generations.jsonl    one line per generated sample (append-only; resume counts it)
+    RUN_DIR/generation_log.jsonl one line per generation batch: samples, tokens, seconds, each
+                                 model's usage (summed over every call in results.json generation)
     RUN_DIR/<bench>/samples.jsonl   EvalPlus format: task_id, solution (+ completion_raw, ...)
     RUN_DIR/<bench>/verdicts.jsonl  judge output (every sample field + passed, status, ...)
     RUN_DIR/tasks.jsonl          per task and benchmark: program, verdict, n, c, pass@1,
@@ -147,7 +149,7 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
     results["generation"]["this_call"] = {"new_tokens": this_call["new_tokens"], "seconds": round(this_call["seconds"], 2),
                                           "usage": usage.as_dict() if usage is not None else None}
     if hasattr(strategy, "record"):
-        results["pipeline"] = strategy.record()
+        results["pipeline"] = strategy.record(results["generation"])
     results["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     atomic_write_json(out / "results.json", results)
     strategy.close()

@@ -20,8 +20,11 @@ What is counted (every number is read from the file a stage wrote, named in the 
   (``arm:<name>``); ``base``: 0.
 * **teacher tokens (inference)**: where the teacher answers the benchmark: a pipeline's Reasoner
   (``results.json`` ``pipeline.reasoner_usage``) and any arm whose answering model (a pipeline's
-  Coder) is the run's teacher, ``serve.model`` (``generation.this_call.usage``). Those usages cover
-  the last eval call only: when it did not generate every answer the number is a lower bound (≥).
+  Coder) is the run's teacher, ``serve.model`` (``generation.usage``): each summed over the eval's
+  generation batches (``generation_log.jsonl``), so exact after an interrupted and resumed eval.
+  Where some answers' batches carry no usage (``generation.samples_priced`` < ``samples``), and in
+  an eval from before per-batch usage (the last call's only: ``generation.this_call.usage``, when
+  that call did not generate every answer), the number is a lower bound (≥).
 * **student samples**: answers the student generated to make the data: ``select`` (ELAD's
   uncertainty: ``select/select_manifest.json`` ``cost.generations``: samples, step ablations and
   baseline regenerations; not for elad-random, whose random draw needs none), ``correct`` and
@@ -294,31 +297,41 @@ def _account(files: _Files, specs: dict, arm: str, depth: int = 0) -> _Account:
     return acc
 
 
-def _usage(res: dict, usage, what: str) -> tuple[int | None, bool, str]:
-    """(tokens of ``usage``, whether they are a lower bound, where from)."""
+def _usage(res: dict, summed: str, last_call: str) -> tuple[int | None, bool, str]:
+    """(tokens of a model's usage, whether they are a lower bound, where from). An eval that records
+    usage per generation batch (results.json ``generation.samples_priced``) has it summed over every
+    call at ``summed``; an older one only the last call's, at ``last_call``."""
+    gen = res.get("generation") or {}
+    priced, samples = _num(gen.get("samples_priced")), _num(gen.get("samples"))
+    what = summed if priced is not None else last_call
+    usage = _get(res, what)
     if not isinstance(usage, dict) or _num(usage.get("prompt_tokens")) is None:
         return None, False, f"results.json has no {what}"
-    gen = res.get("generation") or {}
+    n = _num(usage["prompt_tokens"]) + (_num(usage.get("completion_tokens")) or 0)
+    if priced is not None:
+        lower = samples is not None and priced < samples
+        return n, lower, f"results.json {what} prompt_tokens + completion_tokens, summed over the eval's generation " \
+            "batches" + (f" (recorded for {priced} of {samples} answers)" if lower else "")
     done, total = _num(_get(gen, "this_call.new_tokens")), _num(gen.get("new_tokens"))
     lower = done is not None and total is not None and done < total
-    return _num(usage["prompt_tokens"]) + (_num(usage.get("completion_tokens")) or 0), lower, \
-        f"results.json {what} prompt_tokens + completion_tokens" + (
-            f" (the last eval call only: {done} of {total} generated tokens)" if lower else "")
+    return n, lower, f"results.json {what} prompt_tokens + completion_tokens" + (
+        f" (the last eval call only: {done} of {total} generated tokens)" if lower else "")
 
 
 def _inference(acc: _Account, arm: Arm, spec: dict, teacher: str | None) -> None:
     res = arm.results
     cfg = (res or {}).get("config") or {}
-    roles = []  # (the teacher's role, the usage's path in results.json)
+    roles = []  # (the teacher's role, its usage summed over the run, the last call's: paths in results.json)
     if spec.get("reasoner") == "teacher" or (teacher and str(cfg.get("reasoner") or "") == teacher):
-        roles.append(("Reasoner", "pipeline.reasoner_usage"))
+        roles.append(("Reasoner", "pipeline.reasoner_usage", "pipeline.reasoner_usage"))
     if spec.get("coder") == "teacher" or (teacher and cfg.get("model") == teacher):
-        roles.append(("Coder" if _kind(spec) == "pipeline" else "answering model", "generation.this_call.usage"))
-    for role, path in roles:
+        roles.append(("Coder" if _kind(spec) == "pipeline" else "answering model", "generation.usage",
+                      "generation.this_call.usage"))
+    for role, summed, last_call in roles:
         if res is None:
             acc.unknown("teacher_tokens_inference", f"the teacher is the {role} but results.json is missing")
             continue
-        n, lower, src = _usage(res, _get(res, path), path)
+        n, lower, src = _usage(res, summed, last_call)
         if n is None:
             acc.unknown("teacher_tokens_inference", f"the teacher is the {role} but {src}")
         else:
@@ -419,8 +432,8 @@ def cost_section(rep: dict):
                "*scored*: REER's perplexity scoring passes). Training examples: optimiser steps × batch size × "
                "gradient accumulation × processes (a DPO example is a pair; a DPO arm includes its start arm's, a "
                "pipeline the arms it uses). pass@1 in %; per M teacher tokens: pass@1 (%) divided by the arm's "
-               "teacher tokens (data + inference) in millions, none for an arm without teacher tokens. ≥ / ≤: the "
-               "usage covers the last eval call only. REER's drafts are counted in full even where the teach stage's "
+               "teacher tokens (data + inference) in millions, none for an arm without teacher tokens. ≥ / ≤: a lower "
+               "bound, some answers' usage unrecorded (an eval from before per-batch usage, resumed). REER's drafts are counted in full even where the teach stage's "
                "cache answered them: what the arm costs on its own."),
          Block("p", "Where each number came from:"),
          Block("list", items=[f"{r['arm']}: " + ("; ".join(r["sources"]) or "–") for r in rows])]

@@ -39,5 +39,11 @@ class InferenceStrategy(ABC):
         """Token accounting of the model calls (the generator's, for a one-model strategy)."""
         return getattr(self.generator, "usage", None)
 
+    def usages(self) -> dict:
+        """Every model's token accounting (a :class:`~codistill.backends.base.Usage` or None) by the
+        key its per-batch share gets in ``generation_log.jsonl`` and its sum in results.json
+        ``generation``: ``usage`` is the answering model's; a strategy with more models adds theirs."""
+        return {"usage": self.usage}
+
     def close(self) -> None:
         """Release what the strategy holds beyond the generator (the eval closes that)."""

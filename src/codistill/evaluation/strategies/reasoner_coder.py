@@ -176,14 +176,24 @@ class ReasonerCoderStrategy(InferenceStrategy):
     def _count(tokenizer, text: str) -> int | None:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None else None
 
-    def record(self) -> dict:
-        """results.json ``pipeline``: who reasoned, how, and what it cost."""
+    def usages(self) -> dict:
+        return {"usage": self.usage, "reasoner_usage": getattr(self.reasoner, "usage", None)}
+
+    def record(self, totals: dict | None = None) -> dict:
+        """results.json ``pipeline``: who reasoned, how, and what it cost. ``reasoner_usage``: the
+        Reasoner's tokens summed over every generation batch of the run (``totals``: results.json
+        ``generation``, from ``generation_log.jsonl``), so a resumed eval counts the batches of its
+        earlier calls too; ``reasoner_usage_this_call``: this call's alone. Without per-batch
+        records (``totals`` None or without ``reasoner_usage``) both are this call's."""
         usage = getattr(self.reasoner, "usage", None)
+        this_call = usage.as_dict() if usage is not None else None
+        total = (totals or {}).get("reasoner_usage") if usage is not None else None
         return {"strategy": self.name, "reasoner": self.cfg.reasoner, "plans": self.plans,
                 "codes_per_plan": self.codes_per_plan,
                 "reasoner_prompt": f"format {self.reasoner_format.name}" if self.reasoner_format is not None
                 else "plan template (templates/reasoner_plan.txt)",
-                "reasoner_usage": usage.as_dict() if usage is not None else None}
+                "reasoner_usage": total if total is not None else this_call,
+                "reasoner_usage_this_call": this_call}
 
     def close(self) -> None:
         if self._own_reasoner and self.reasoner is not None:
