@@ -34,7 +34,8 @@ __all__ = ["write_report", "print_report", "SMOKE_TEXT", "SMOKE_MIN_TASKS", "dis
 
 def write_report(run_dirs, out=None, baseline: str = "base", title: str | None = None, *,
                  plots: bool = True, n_boot: int = 10000, seed: int = 0,
-                 generated: str | _dt.datetime | None = None) -> Report:
+                 generated: str | _dt.datetime | None = None, references: list[str] | None = None,
+                 pairs: list[list[str]] | None = None) -> Report:
     """Write ``report.md``, ``report.html``, ``report.json`` and ``plots/*.png`` for the arms of ``run_dirs``.
 
     Args:
@@ -45,6 +46,11 @@ def write_report(run_dirs, out=None, baseline: str = "base", title: str | None =
             compared with the baseline's eval under the arm's own protocol (``base`` for the run's
             format, ``base@standard`` for the standard protocol; the primary one, with a note, when
             the baseline was not judged under it): :mod:`codistill.report.paired`.
+            A Reasoner→Coder pipeline is compared with the direct arm that has its Coder instead.
+        references: reference arms every trained arm is also compared with (recipe arm names);
+            None: each recipe run's ``report.references`` (absent: ``[cd]`` when it has a trained arm
+            ``cd``): :mod:`codistill.report.references`.
+        pairs: named comparisons ``[[arm, reference], ...]``; None: each recipe run's ``report.pairs``.
         title: report title.
         plots: draw the PNG plots (needs matplotlib; skipped with a note when it is missing).
         n_boot, seed: paired bootstrap resamples and seed.
@@ -72,7 +78,7 @@ def write_report(run_dirs, out=None, baseline: str = "base", title: str | None =
     out_dir.mkdir(parents=True, exist_ok=True)
 
     rep = compute_report(arms, runs, run_dirs, baseline=baseline, title=title, n_boot=n_boot, seed=seed,
-                         generated=generated)
+                         generated=generated, references=references, pairs=pairs)
 
     if plots:
         made, skipped = make_plots(arms, runs, rep["benchmarks"], rep["table1"], out_dir / "plots", rep["arms"],

@@ -5,8 +5,10 @@
 
 Statistics: pass@1 with a Wilson 95% interval per arm and benchmark; every arm against the
 baseline judged under the arm's own protocol (``base`` for the run's format, ``base@standard`` for
-the standard protocol) on the tasks both evaluated: Δpass@1 with a paired bootstrap 95% CI, exact
-McNemar test and a Holm adjustment over all comparisons in the table -- :mod:`codistill.report.paired`.
+the standard protocol; a pipeline against the direct arm with its Coder), the trained arms against
+the reference arms (``cd``) and the named pairs, on the tasks both evaluated: Δpass@1 with a paired
+bootstrap 95% CI, exact McNemar test and a Holm adjustment over all comparisons in the table --
+:mod:`codistill.report.paired`, :mod:`codistill.report.references`.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ class Report(TypedDict, total=False):
     protocols: dict[str, Protocol]
     fixed_before_run: dict[str, list[str]]  # run -> recipe's report.fixed_before_run
     answers: dict[str, dict[str, AnswerRates]]
-    significance: list[Comparison]  # each arm against the baseline judged under its protocol (report.paired)
+    significance: list[Comparison]  # against the same-protocol baseline, a Coder's direct arm, a reference, a pair
     significance_notes: list[str]
     n_boot: int
     provenance: dict[str, dict[str, Any]]  # every arm, evaluated or not: source, config, versions, train...
@@ -372,12 +374,15 @@ def _jsonable(x):
 
 def compute_report(arms: list[Arm], runs: list[RunInfo], inputs: list, *, baseline: str = "base",
                    title: str | None = None, n_boot: int = 10000, seed: int = 0,
-                   generated: str | _dt.datetime | None = None) -> Report:
+                   generated: str | _dt.datetime | None = None, references=None, pairs=None) -> Report:
     """The report of ``arms``/``runs`` (from :func:`~codistill.report.load.discover_arms` on ``inputs``),
     all but ``plots``, ``skipped_plots`` and ``files``. ``baseline``: the primary baseline arm (if
     absent, the first evaluated arm, with a ``baseline_note``); each arm is compared with the member
     of its family (``base``, ``base@standard``) judged under the arm's protocol
-    (:func:`~codistill.report.paired.choose_baselines`)."""
+    (:func:`~codistill.report.paired.choose_baselines`), a pipeline with the direct arm that has its
+    Coder, and the trained arms with the reference arms and the named pairs (``references``,
+    ``pairs``: None = each recipe's ``report.references`` / ``report.pairs``;
+    :mod:`codistill.report.references`)."""
     evaluated = [a for a in arms if a.has_eval]
     base_arm = next((a for a in evaluated if a.name == baseline), None)
     baseline_note = None
@@ -397,7 +402,8 @@ def compute_report(arms: list[Arm], runs: list[RunInfo], inputs: list, *, baseli
     table1 = {a.name: {bch: c for bch in benches if (c := _pass_cell(a, bch))} for a in order}
     table3 = {a.name: {bch: c for bch in benches if (c := _structure_cell(a, bch))} for a in order}
     ppl = {a.name: _perplexity(a) for a in order}
-    sig, sig_notes = significance(order, base_arm, benches, n_boot, seed) if base_arm else ([], [])
+    sig, sig_notes = (significance(order, base_arm, benches, n_boot, seed, runs=runs, references=references,
+                                   pairs=pairs) if base_arm else ([], []))
     smoke = _smoke(arms, runs, table1)
 
     missing: list[str] = []

@@ -16,6 +16,12 @@ own other-protocol evals are compared with the primary baseline (the same model 
 Δ is the protocol's effect). An arm judged under a protocol no family member was judged under is
 compared with the primary baseline, with a note saying that Δ then mixes the two; an arm (or primary
 baseline) without a protocol record at all (no results.json) is compared with the primary baseline.
+
+Beyond the baseline (:mod:`codistill.report.references`; each row's ``against`` says which): a
+Reasoner→Coder pipeline is compared with the direct arm that has its Coder, under its protocol
+(``coder``, instead of its baseline row); every trained arm also with the run's reference arms
+(``reference``: ``cd`` by default, recipe ``report.references``); and the named pairs of recipe
+``report.pairs`` (``pair``). Holm adjusts over every row of the table, whatever it is against.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import TypedDict
 from codistill.report.load import Arm
 
 __all__ = ["Comparison", "protocol_name", "choose_baselines", "significance", "crosses_protocols", "baselines_used",
-           "same_model"]
+           "same_model", "baseline_cell", "beyond_baselines", "beyond_text"]
 
 # Keys with "@" in them need TypedDict's functional form.
 Comparison = TypedDict("Comparison", {
@@ -35,6 +41,7 @@ Comparison = TypedDict("Comparison", {
     "delta": float, "ci": list[float],  # arm - baseline, paired bootstrap CI
     "b": int, "c": int, "p_value": float, "p_holm": float,  # exact McNemar, Holm-adjusted
     "mcnemar_on": str,
+    "against": str,  # "baseline" | "coder" | "reference" | "pair" (codistill.report.references)
 })
 
 _PROTOCOL_SUFFIX = re.compile(r"@[^@/]*$")  # "base@standard" -> "base"; a label's "/" stays
@@ -104,12 +111,54 @@ def crosses_protocols(row: Comparison, protocols: dict[str, dict]) -> bool:
 
 
 def baselines_used(rep: dict) -> list[str]:
-    """The baselines the report's significance rows use, primary first (none without rows)."""
+    """The baselines the report's baseline rows use, primary first (none without rows); rows
+    against a Coder's direct arm, a reference arm or a named pair are not counted."""
+    rows = [r for r in rep.get("significance") or [] if r.get("against", "baseline") == "baseline"]
     used = [rep.get("baseline")] if rep.get("baseline") else []
-    for r in rep.get("significance") or []:
+    for r in rows:
         if r["baseline"] not in used:
             used.append(r["baseline"])
-    return [b for b in used if any(r["baseline"] == b for r in rep.get("significance") or [])]
+    return [b for b in used if any(r["baseline"] == b for r in rows)]
+
+
+_MARK = {"coder": "same Coder", "reference": "reference", "pair": "pair"}
+
+
+def baseline_cell(row: Comparison) -> str:
+    """A row's baseline as the table shows it: ``cd (reference)``, ``teacher@standard (same Coder)``."""
+    mark = _MARK.get(row.get("against", "baseline"))
+    return f"{row['baseline']} ({mark})" if mark else row["baseline"]
+
+
+def beyond_baselines(rep: dict) -> dict[str, list[str]]:
+    """The rows that are not against a baseline, by kind: {"coder": ["arm vs ref", ...],
+    "reference": [reference arms], "pair": ["arm vs ref", ...]} (only kinds with rows)."""
+    out: dict[str, list[str]] = {}
+    for r in rep.get("significance") or []:
+        kind = r.get("against", "baseline")
+        if kind == "baseline":
+            continue
+        item = r["baseline"] if kind == "reference" else f"{r['arm']} vs {r['baseline']}"
+        if item not in out.setdefault(kind, []):
+            out[kind].append(item)
+    return out
+
+
+def beyond_text(rep: dict) -> str:
+    """One sentence on the rows beyond the baselines ('' if none)."""
+    extra = beyond_baselines(rep)
+    parts = []
+    if "coder" in extra:
+        parts.append("(same Coder) each Reasoner→Coder pipeline against the direct arm with the same Coder judged "
+                     "under the same protocol, so that Δ is the plan's effect, not the Coder's difference from the "
+                     "baseline (" + ", ".join(extra["coder"]) + ")")
+    if "reference" in extra:
+        parts.append("(reference) every trained arm against the reference arm judged under its protocol ("
+                     + ", ".join(extra["reference"]) + "; recipe `report.references`)")
+    if "pair" in extra:
+        parts.append("(pair) the named pairs, Δ = the first − the second (" + ", ".join(extra["pair"])
+                     + "; recipe `report.pairs`)")
+    return ("Also, marked in the baseline column: " + "; ".join(parts) + ".") if parts else ""
 
 
 def same_model(row: Comparison) -> bool:
@@ -117,50 +166,72 @@ def same_model(row: Comparison) -> bool:
     return _stem(row["arm"]) == _stem(row["baseline"])
 
 
-def significance(arms: list[Arm], primary: Arm, benches: list[str], n_boot: int,
-                 seed: int) -> tuple[list[Comparison], list[str]]:
-    """Every evaluated arm but ``primary`` against its baseline (:func:`choose_baselines`) on each
-    benchmark both have per-task rows for; Holm over all the rows. Returns (rows, notes)."""
-    from codistill.metrics.stats import holm_adjust, mcnemar_exact, paired_bootstrap_ci
+def _compare(arm: Arm, baseline: Arm, against: str, benches: list[str], n_boot: int, seed: int,
+             notes: list[str]) -> list[Comparison]:
+    """``arm`` against ``baseline`` on each benchmark both have per-task rows for (no Holm yet)."""
+    from codistill.metrics.stats import mcnemar_exact, paired_bootstrap_ci
+
+    out: list[Comparison] = []
+    for bench in benches:
+        brows, arows = baseline.rows.get(bench), arm.rows.get(bench)
+        if not brows or not arows:
+            ran = {a.name: bench in a.benchmarks() for a in (baseline, arm)}
+            if all(ran.values()):
+                who = " and ".join(a.name for a, r in ((baseline, brows), (arm, arows)) if not r)
+                notes.append(f"{arm.name} vs {baseline.name} on {bench}: no per-task results (tasks.jsonl) "
+                             f"for {who}; not compared")
+            elif any(ran.values()):
+                notes.append(f"{arm.name} vs {baseline.name} on {bench}: "
+                             f"{' and '.join(n for n, r in ran.items() if not r)} not evaluated on it")
+            continue
+        common = sorted(set(brows) & set(arows))
+        if not common:
+            notes.append(f"{arm.name} vs {baseline.name} on {bench}: no task in common; not compared")
+            continue
+        bp = [bool(brows[t].get("passed")) for t in common]
+        ap = [bool(arows[t].get("passed")) for t in common]
+        b1 = [_task_p1(brows[t]) for t in common]
+        a1 = [_task_p1(arows[t]) for t in common]
+        mc = mcnemar_exact(bp, ap)
+        bs = paired_bootstrap_ci(b1, a1, n_boot=n_boot, seed=seed)
+        multi = any(_nc(brows[t])[0] > 1 or _nc(arows[t])[0] > 1 for t in common)
+        out.append({
+            "arm": arm.name, "baseline": baseline.name, "benchmark": bench,
+            "n_common": len(common), "n_baseline_only": len(set(brows) - set(arows)),
+            "n_arm_only": len(set(arows) - set(brows)),
+            "baseline_pass@1": sum(b1) / len(b1), "arm_pass@1": sum(a1) / len(a1),
+            "delta": bs["diff"], "ci": [bs["lo"], bs["hi"]],
+            "b": mc["b01"], "c": mc["b10"], "p_value": mc["p_value"],
+            "mcnemar_on": "first sample pass/fail" if multi else "pass/fail", "against": against,
+        })
+    return out
+
+
+def significance(arms: list[Arm], primary: Arm, benches: list[str], n_boot: int, seed: int,
+                 runs: list | None = None, references=None, pairs=None) -> tuple[list[Comparison], list[str]]:
+    """Every evaluated arm but ``primary`` against its baseline (:func:`choose_baselines`; a pipeline
+    against the direct arm with its Coder), then the trained arms against the reference arms and
+    the named pairs (:func:`codistill.report.references.reference_pairs`; ``runs``, ``references``,
+    ``pairs`` as there), on each benchmark both have per-task rows for; Holm over all the rows.
+    Returns (rows, notes)."""
+    from codistill.metrics.stats import holm_adjust
+    from codistill.report.references import coder_baselines, reference_pairs
 
     chosen, notes = choose_baselines(arms, primary)
+    coders, coder_notes = coder_baselines(arms, chosen)
+    notes += coder_notes
+    todo = [(a, coders.get(a.name, chosen[a.name]), "coder" if a.name in coders else "baseline")
+            for a in arms if a.name in chosen]
+    extra, extra_notes = reference_pairs(arms, runs or [], references, pairs)
+    notes += extra_notes
+    done = {(a.name, b.name) for a, b, _ in todo}
+    for a, b, against in extra:
+        if (a.name, b.name) not in done and a is not b:
+            done.add((a.name, b.name))
+            todo.append((a, b, against))
     out: list[Comparison] = []
-    for arm in arms:
-        if arm.name not in chosen:
-            continue
-        baseline = chosen[arm.name]
-        for bench in benches:
-            brows, arows = baseline.rows.get(bench), arm.rows.get(bench)
-            if not brows or not arows:
-                ran = {a.name: bench in a.benchmarks() for a in (baseline, arm)}
-                if all(ran.values()):
-                    who = " and ".join(a.name for a, r in ((baseline, brows), (arm, arows)) if not r)
-                    notes.append(f"{arm.name} vs {baseline.name} on {bench}: no per-task results (tasks.jsonl) "
-                                 f"for {who}; not compared")
-                elif any(ran.values()):
-                    notes.append(f"{arm.name} vs {baseline.name} on {bench}: "
-                                 f"{' and '.join(n for n, r in ran.items() if not r)} not evaluated on it")
-                continue
-            common = sorted(set(brows) & set(arows))
-            if not common:
-                notes.append(f"{arm.name} vs {baseline.name} on {bench}: no task in common; not compared")
-                continue
-            bp = [bool(brows[t].get("passed")) for t in common]
-            ap = [bool(arows[t].get("passed")) for t in common]
-            b1 = [_task_p1(brows[t]) for t in common]
-            a1 = [_task_p1(arows[t]) for t in common]
-            mc = mcnemar_exact(bp, ap)
-            bs = paired_bootstrap_ci(b1, a1, n_boot=n_boot, seed=seed)
-            multi = any(_nc(brows[t])[0] > 1 or _nc(arows[t])[0] > 1 for t in common)
-            out.append({
-                "arm": arm.name, "baseline": baseline.name, "benchmark": bench,
-                "n_common": len(common), "n_baseline_only": len(set(brows) - set(arows)),
-                "n_arm_only": len(set(arows) - set(brows)),
-                "baseline_pass@1": sum(b1) / len(b1), "arm_pass@1": sum(a1) / len(a1),
-                "delta": bs["diff"], "ci": [bs["lo"], bs["hi"]],
-                "b": mc["b01"], "c": mc["b10"], "p_value": mc["p_value"],
-                "mcnemar_on": "first sample pass/fail" if multi else "pass/fail",
-            })
+    for arm, baseline, against in todo:
+        out += _compare(arm, baseline, against, benches, n_boot, seed, notes)
     for row, ph in zip(out, holm_adjust([r["p_value"] for r in out])):
         row["p_holm"] = ph
     return out, notes

@@ -144,7 +144,8 @@ def pipeline_section(rep: dict, plots: dict):
                        "M×T programs (g passing). Plan leakage: the teach stage's score of the plan against the "
                        "task's reference solution (1 = the plan was the code). Tokens per solved task: every "
                        "generated token (plans once, codes) over tasks with a passing program. Paired tests "
-                       "against the baseline judged under the same protocol are in the significance table."))
+                       "against the direct arm with the same Coder, judged under the same protocol (the plan's "
+                       "effect), are in the significance table."))
     if sweep:
         b.append(Block("p", "Sweep at a fixed number of programs per task: solid lines sample plans (solve@k), "
                        "dashed lines sample codes directly (pass@k), both with the unbiased estimator on each arm's "

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from codistill.report.compute import CAP_WARN, PROVENANCE_KEYS, SMOKE_TEXT, VERDICT_COLUMNS
 from codistill.report.load import Arm, RunInfo
-from codistill.report.paired import baselines_used, crosses_protocols, same_model
+from codistill.report.paired import (baseline_cell, baselines_used, beyond_baselines, beyond_text, crosses_protocols,
+                                     same_model)
 
 __all__ = ["Block", "Section", "build_sections"]
 
@@ -106,7 +107,8 @@ def build_sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict)
                 "protocol.")
     else:
         said = f"Baseline: **{rep['baseline'] or '–'}**."
-    head.append(Block("p", f"Arms: {', '.join(order) or 'none'}. {said}"
+    also = beyond_text(rep)
+    head.append(Block("p", f"Arms: {', '.join(order) or 'none'}. {said}" + (f" {also}" if also else "")
                       + (f" {rep['baseline_note']}" if rep.get("baseline_note") else "")))
     for run_name, items in (rep.get("fixed_before_run") or {}).items():
         head.append(Block("p", f"Fixed before the run ({run_name}'s recipe, `report.fixed_before_run`):"))
@@ -156,10 +158,11 @@ def build_sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict)
     # significance -------------------------------------------------------------------------
     b = []
     sig = rep["significance"]
+    multi = len({s["baseline"] for s in sig}) > 1 or bool(beyond_baselines(rep))
     if sig:
         headers = ["arm", "benchmark", "tasks compared", f"{rep['baseline']} pass@1", "arm pass@1", "Δpass@1 (pp)",
                    "95% bootstrap CI (pp)", "b: arm only", "c: baseline only", "McNemar exact p", "Holm p"]
-        if len(used) > 1:  # a column naming each row's baseline
+        if multi:  # a column naming each row's baseline
             headers[1:1] = ["baseline"]
             headers[4] = "baseline pass@1"
         rows = []
@@ -171,12 +174,15 @@ def build_sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict)
                          _pct(s["arm_pass@1"]),
                          f"{100 * s['delta']:+.1f}", f"[{100 * s['ci'][0]:+.1f}, {100 * s['ci'][1]:+.1f}]",
                          str(s["b"]), str(s["c"]), _pval(s["p_value"]), _pval(s["p_holm"])])
-            if len(used) > 1:
-                rows[-1][1:1] = [s["baseline"]]
+            if multi:
+                rows[-1][1:1] = [baseline_cell(s)]
         b.append(Block("table", headers=headers, rows=rows))
         against = (f"the baseline judged under the same protocol (column baseline: {_baseline_list(rep, used)})"
                    if len(used) > 1 else f"**{rep['baseline']}**")
-        b.append(Block("p", f"Each arm against {against} on the tasks both evaluated (intersection of task ids; "
+        also = beyond_text(rep)
+        b.append(Block("p", f"Each arm against {against}" + (f" (the rows without a mark). {also} Every row is on"
+                                                              if also else " on")
+                       + " the tasks both evaluated (intersection of task ids; "
                        "\"of X / Y\" gives each side's total where they differ). Δ = arm − baseline in percentage points, "
                        f"CI from a paired bootstrap over tasks ({rep['n_boot']} resamples). McNemar: exact two-sided binomial "
                        "test on the discordant tasks b and c. Holm p adjusts for the "
@@ -189,8 +195,15 @@ def build_sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict)
                        "(tasks.jsonl) on a shared benchmark."))
     if rep["significance_notes"]:
         b.append(Block("list", items=rep["significance_notes"]))
-    secs.append((f"Paired significance against the same-protocol baselines ({', '.join(used)})" if len(used) > 1
-                 else f"Paired significance against the baseline ({rep['baseline'] or '–'})", b))
+    extra = beyond_baselines(rep)
+    parts = [f"the same-protocol baselines ({', '.join(used)})" if len(used) > 1
+             else f"the baseline ({rep['baseline'] or '–'})"]
+    parts += (["the pipelines' Coders"] if "coder" in extra else []) + (
+        [f"the reference arm{'s' if len(extra['reference']) > 1 else ''} ({', '.join(extra['reference'])})"]
+        if "reference" in extra else []) + (["named pairs"] if "pair" in extra else [])
+    heading = "Paired significance against " + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1
+                                                 else parts[0])
+    secs.append((heading, b))
 
     # protocol and answer lengths ------------------------------------------------------------
     pr, ans = rep.get("protocols") or {}, rep.get("answers") or {}

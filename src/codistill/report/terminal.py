@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from codistill.report.compute import CAP_WARN, SMOKE_TEXT
-from codistill.report.paired import baselines_used
+from codistill.report.paired import baseline_cell, baselines_used, beyond_baselines
 from codistill.report.sections import _cell_p1, _pct, _pval
 
 __all__ = ["print_report"]
@@ -54,9 +54,13 @@ def print_report(rep: dict, console=None) -> None:
         console.print(u)
     if rep["significance"]:
         used = baselines_used(rep)
-        multi = len(used) > 1
+        extra = beyond_baselines(rep)
+        multi = len({r["baseline"] for r in rep["significance"]}) > 1 or bool(extra)
         title = (f"paired vs the baseline judged under the same protocol ({esc(', '.join(used))}) on the same tasks"
-                 if multi else f"paired vs {esc(str(rep['baseline']))} on the same tasks")
+                 if len(used) > 1 else f"paired vs {esc(str(rep['baseline']))} on the same tasks")
+        if extra:
+            title += esc("; marked: a pipeline vs the direct arm with its Coder (same Coder), trained arms vs a "
+                         "reference arm (reference), named pairs (pair)")
         s = Table(title=title, box=box.SIMPLE_HEAD,
                   pad_edge=False, show_edge=False,
                   caption=esc("Δ: arm − baseline pass@1 in percentage points [paired bootstrap 95% CI]; "
@@ -67,7 +71,7 @@ def print_report(rep: dict, console=None) -> None:
             s.add_column(col, justify="left" if col in ("arm", "baseline", "benchmark") else "right", no_wrap=True)
         for r in rep["significance"]:
             style = "green" if r["p_holm"] < 0.05 and r["delta"] > 0 else ("red" if r["p_holm"] < 0.05 else None)
-            s.add_row(esc(r["arm"]), *([esc(r["baseline"])] if multi else []), esc(r["benchmark"]), str(r["n_common"]),
+            s.add_row(esc(r["arm"]), *([esc(baseline_cell(r))] if multi else []), esc(r["benchmark"]), str(r["n_common"]),
                       esc(f"{100 * r['delta']:+.1f} [{100 * r['ci'][0]:+.1f}, {100 * r['ci'][1]:+.1f}]"), str(r["b"]),
                       str(r["c"]), _pval(r["p_value"]), _pval(r["p_holm"]), style=style)
         console.print(s)
@@ -92,7 +96,7 @@ def print_report(rep: dict, console=None) -> None:
         c = Table(title="cost per arm: teacher tokens (training data, inference), student samples, training "
                   "examples; pass@1 per million teacher tokens (pass@1 itself: the first table)", box=box.SIMPLE_HEAD,
                   pad_edge=False, show_edge=False,
-                  caption="– : not priced (see the report's notes); ≥ / ≤: the last eval call only",
+                  caption="– : not priced (see the report's notes); ≥ / ≤: some answers' usage unrecorded",
                   caption_justify="left")
         for col in ["arm", "tokens data", "tokens infer", "samples", "examples",
                     *[f"{b} /Mtok" for b in rep["benchmarks"]]]:
