@@ -14,7 +14,10 @@ student, resumable and priced.
    judged and the correction kept only if it passes (dropped ones are counted by reason);
 3. **rows** (:mod:`.rows`, layouts there): ``lema`` and ``corrected-only`` training sets in the
    teach stage's row format, and their mixes with the teach stage's ``train.jsonl`` at
-   ``mix_ratio`` correction rows per context-distillation row;
+   ``mix_ratio`` correction rows per context-distillation row; both variants hold the same ids:
+   with ``max_row_tokens`` (a recipe: the correction arms' ``train.data.max_length``) an id whose
+   row the trainer would drop is left out of both, and a failure whose lema prompt alone could not
+   fit is never shown to the teacher (:mod:`.fit`);
 4. **cost** in ``correct_manifest.json``: student samples and tokens, teacher tokens
    (prompt/completion, from the client's usage), judge runs, seconds.
 

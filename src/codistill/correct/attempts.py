@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -219,16 +220,24 @@ def _record(row: dict, verdicts: list[dict], problem, key: str) -> dict:
             "passed": sum(x["passed"] for x in samples)}
 
 
-def failure_rows(cfg, rows: list[dict], attempts: dict[str, dict]) -> tuple[list[dict], dict]:
+def failure_rows(cfg, rows: list[dict], attempts: dict[str, dict],
+                 prompt_fits: Callable[[str], bool] | None = None) -> tuple[list[dict], dict]:
     """The teacher's rows (one per failure to correct, in problem order) and what was left out.
 
     Per problem: failed samples in sample order, skipping verdicts that are not the student's fault
     (:data:`NOT_THE_STUDENTS_FAULT`) and programs already taken (duplicates), up to
     ``failures_per_problem``. A row is the data row plus ``attempt`` (the student's answer, cut to
     ``max_attempt_chars``), ``failure`` (the readable report) and ``sample_index``; its id is
-    ``<problem_id>#fix<sample index>``."""
+    ``<problem_id>#fix<sample index>``. ``prompt_fits`` (:meth:`codistill.correct.fit.RowFit.
+    prompt_fits`, when ``max_row_tokens`` is set): a failure whose lema prompt (the statement and
+    the cut attempt, :func:`codistill.correct.rows.lema_prompt`) could not fit is left out
+    (``prompt_too_long``, counted only then) before the teacher is asked, and the next failure of
+    its problem taken."""
+    from codistill.correct.rows import lema_prompt
+
     out: list[dict] = []
-    skipped = {"not_the_students_fault": 0, "duplicate_program": 0, "over_failures_per_problem": 0}
+    skipped = {"not_the_students_fault": 0, "duplicate_program": 0, "over_failures_per_problem": 0,
+               **({"prompt_too_long": 0} if prompt_fits is not None else {})}
     for r, failed in failed_samples(rows, attempts):
         seen: set[str] = set()
         taken = 0
@@ -240,11 +249,15 @@ def failure_rows(cfg, rows: list[dict], attempts: dict[str, dict]) -> tuple[list
             if prog in seen:
                 skipped["duplicate_program"] += 1
                 continue
-            seen.add(prog)
             if taken == cfg.failures_per_problem:
+                seen.add(prog)
                 skipped["over_failures_per_problem"] += 1
                 continue
+            attempt = cut_text(smp["raw"], cfg.max_attempt_chars)
+            if prompt_fits is not None and not prompt_fits(lema_prompt(r["prompt"], attempt)):
+                skipped["prompt_too_long"] += 1  # its program stays free: a shorter answer with it may fit
+                continue
+            seen.add(prog)
             taken += 1
-            out.append(teacher_row(r, smp, "fix", attempt=cut_text(smp["raw"], cfg.max_attempt_chars),
-                                   failure=smp["report"]))
+            out.append(teacher_row(r, smp, "fix", attempt=attempt, failure=smp["report"]))
     return out, skipped

@@ -176,6 +176,12 @@ class CorrectConfig(CorrectionSettings, CutAttemptSettings):
     mix_ratio: float | None = Field(None, ge=0, description="correction rows per context-distillation row in the "
                                     "mixed sets (None: every kept correction, once)")
     mix_seed: int = Field(0, description="which correction rows a mix_ratio keeps")
+    max_row_tokens: int | None = Field(None, ge=16, description="set it to the correction arms' train.data."
+                                       "max_length (a recipe sets it from them): a correction whose row of either "
+                                       "variant could not fit it (prompt + code + eos, in the student's tokens, as "
+                                       "the trainer counts them) is left out of both variants (left_out_too_long); "
+                                       "a failure whose lema prompt alone could not is not shown to the teacher "
+                                       "(prompt_too_long). None: no check")
     progress_every: int = Field(10, ge=1, description="a progress line every N finished items (and every 30 s)")
 
     @model_validator(mode="after")
@@ -189,3 +195,5 @@ class CorrectConfig(CorrectionSettings, CutAttemptSettings):
         return self
 
     LOCATION_FIELDS: ClassVar[set[str]] = CorrectionSettings.LOCATION_FIELDS | {"context_data"}
+    # max_row_tokens came later: unset (no check, what the stage did before it), it is not in the key
+    ABSENT_FROM_KEY_AT: ClassVar[dict[str, Any]] = {**CorrectionSettings.ABSENT_FROM_KEY_AT, "max_row_tokens": None}

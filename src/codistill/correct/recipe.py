@@ -12,13 +12,17 @@ The stage's settings are the recipe's ``correct:`` section plus what the runner 
   ``student.*`` win (a ``student.backend`` of its own takes none of eval's backend options);
 * ``teacher``: the teach section's teacher (the same model; the local server started for the stage
   when teach serves one), unless the section sets ``teacher.*``; ``cache_dir``: the run's teacher
-  cache (``cache/teach``, shared with the teach stage).
+  cache (``cache/teach``, shared with the teach stage);
+* ``max_row_tokens``, unless the section sets it (null: no check): the smallest ``train.data.
+  max_length`` of the recipe's correction arms (:func:`arms_max_length`), so the two arms keep the
+  same ids (:mod:`codistill.correct.fit`) and no teacher call is paid for a row they would drop.
 
 Its key is the config's :meth:`~codistill.correct.config.CorrectConfig.key` with the data and
 teach stages' output hashes and the training rows' layout (:func:`codistill.correct.rows.rows_layout`);
-its compat key is the same without the layout, so a run whose only change is the layout keeps the
-folder: the stage runs again, reuses the stored attempts and corrections (no student sample, no
-teacher call) and re-writes the rows. Its output hash covers the two mixed training sets, which the arms
+its compat key is the same without the layout and without ``max_row_tokens``, so a run whose only
+change is one of them keeps the folder: the stage runs again, reuses the stored attempts and
+corrections (no student sample; a teacher call only for a failure not asked before, which a changed
+``max_row_tokens`` can bring in) and re-writes the rows. Its output hash covers the two mixed training sets, which the arms
 of kind ``cd+lema`` / ``cd+corrected-only`` train on (:func:`codistill.recipe.stages.train_file` (the arm kind's ``train_source``)).
 
 Registration (in :mod:`codistill.recipe`; tests/test_correct_recipe.py checks it once present):
@@ -41,7 +45,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CORRECTION_KINDS", "correct_checks", "correct_dict", "needed", "run_correct"]
+__all__ = ["CORRECTION_KINDS", "arms_max_length", "correct_checks", "correct_dict", "needed", "run_correct"]
 
 # arm kind -> the training set (codistill.correct.rows.MIX_FILES) its arms train on
 CORRECTION_KINDS = {"cd+lema": "lema", "cd+corrected-only": "corrected-only"}
@@ -72,7 +76,21 @@ def correct_dict(recipe, run: Path) -> tuple[dict, bool]:
         base["data_dir"] = teach["data_dir"]
     if (section.get("teacher") or {}).get("base_url"):
         serve = False  # the section names its own server
-    return deep_merge(base, section), serve
+    d = deep_merge(base, section)
+    if "max_row_tokens" not in section:  # the rows the correction arms' trainer would drop are left out of both
+        d["max_row_tokens"] = arms_max_length(recipe)
+    return d, serve
+
+
+def arms_max_length(recipe) -> int | None:
+    """The smallest ``train.data.max_length`` the recipe's correction arms (kinds
+    :data:`CORRECTION_KINDS`) train with (:func:`codistill.pairs.recipe.arm_max_length`); None
+    when it has none."""
+    from codistill.pairs.recipe import arm_max_length
+
+    arms = getattr(recipe, "arms", None) or {}
+    lengths = [arm_max_length(recipe, a) for a, spec in arms.items() if getattr(spec, "kind", None) in CORRECTION_KINDS]
+    return min(lengths) if lengths else None
 
 
 def correct_checks(recipe):
@@ -98,7 +116,9 @@ def run_correct(r) -> str:
     folder = r.run / "correct"
     d, serve = correct_dict(r.recipe, r.run)
     cfg = CorrectConfig.model_validate(d)
-    compat = _hash(["correct", cfg.key(), r.hashes.get("data"), r.hashes.get("teach")])  # attempts, corrections
+    # attempts, corrections: max_row_tokens only chooses among them (a changed one keeps the folder)
+    same = {k: v for k, v in cfg.key().items() if k != "max_row_tokens"}
+    compat = _hash(["correct", same, r.hashes.get("data"), r.hashes.get("teach")])
     key = _hash(["correct", cfg.key(), r.hashes.get("data"), r.hashes.get("teach"), {"rows": rows_layout()}])
 
     def go() -> dict[str, Any]:

@@ -60,6 +60,14 @@ all K are used once (never repeated), a warning is logged and the manifest's ``m
 shortfall and the ratio achieved (K / C). ``mix_ratio`` None: all K. Both variants take the same
 correction ids, so the ablation differs only in the prompt and the context.
 
+**Length** (``max_row_tokens`` set; a recipe sets it to the correction arms' ``train.data.
+max_length``): the trainer drops a row whose prompt + code cannot fit, and a lema prompt carries
+the attempt, so it would drop lema rows whose corrected-only twins it keeps. An id whose row of
+either variant could not fit (:mod:`codistill.correct.fit`) is left out of both variants and so of
+both mixes (:func:`leave_out_too_long`; ``left_out_too_long`` in the manifest, the ids under
+``rows.fit``); a failure whose lema prompt alone could not fit was never shown to the teacher
+(:func:`codistill.correct.attempts.failure_rows`). Unset: no check, the rows as before.
+
 **Resume**: the rows are written afresh from the kept records on every run of the stage (the
 records and attempts are reused by their own keys, the teacher is not asked again).
 :func:`rows_layout` names this layout (a version and the template's sha256); the recipe's stage
@@ -82,7 +90,7 @@ from codistill.teacher.outputs import TRAIN_KEYS
 from codistill.teacher.templates import render_context
 
 __all__ = ["FILES", "LEMA_PROMPT_TEMPLATE", "VARIANTS", "corrected_only_context", "correction_rows", "lema_context",
-           "lema_prompt", "mix_ids", "read_context_rows", "rows_layout", "write_rows"]
+           "lema_prompt", "leave_out_too_long", "mix_ids", "read_context_rows", "rows_layout", "write_rows"]
 
 log = logging.getLogger("codistill.correct")
 
@@ -177,16 +185,41 @@ def mix_ids(n_context: int, ids: list[str], ratio: float | None, seed: int) -> t
     return chosen, info
 
 
-def write_rows(cfg, out: Path, records: list[dict], rows_by_id: dict) -> dict:
+def leave_out_too_long(variants: dict[str, list[dict]], fit) -> tuple[dict[str, list[dict]], dict]:
+    """``variants`` without the ids of which a row of either variant could not fit ``fit.max_tokens``
+    (:meth:`codistill.correct.fit.RowFit.fits`: the trainer would drop it), so both variants keep the
+    same ids; and what the manifest records of it (the limit, the ids left out, the lema rows' fewest
+    tokens)."""
+    from codistill.formats import length_stats
+
+    need = {v: {r["id"]: fit.row_tokens(r) for r in rs} for v, rs in variants.items()}
+    out = {i for v in need.values() for i, n in v.items() if n is not None and n > fit.max_tokens}
+    ids = [r["id"] for r in variants["lema"] if r["id"] in out]
+    if ids:
+        log.warning("correct: %d kept corrections are left out of both variants: a row of theirs needs more than "
+                    "max_row_tokens %d tokens (e.g. %s)", len(ids), fit.max_tokens, ids[0])
+    info = {"max_row_tokens": fit.max_tokens, "left_out_too_long": ids,
+            "lema_row_tokens": length_stats([n for n in need["lema"].values() if n is not None])}
+    return {v: [r for r in rs if r["id"] not in out] for v, rs in variants.items()}, info
+
+
+def write_rows(cfg, out: Path, records: list[dict], rows_by_id: dict, fit=None) -> dict:
     """Write the variants (and their mixes when ``cfg.context_data`` is set); returns the counts,
-    files, mix arithmetic and the rows' layout (with the prompts' lengths in characters) for the manifest."""
+    files, mix arithmetic and the rows' layout (with the prompts' lengths in characters) for the
+    manifest. ``fit`` (:class:`codistill.correct.fit.RowFit`, when ``max_row_tokens`` is set): the
+    ids whose rows could not fit are left out of both variants (:func:`leave_out_too_long`)."""
     from codistill.formats import length_stats
 
     variants = correction_rows(records, rows_by_id)
+    fitted = None
+    if fit is not None:
+        variants, fitted = leave_out_too_long(variants, fit)
     info: dict = {"train_rows": {v: len(rs) for v, rs in variants.items()}, "files": {}, "mix": None,
+                  "left_out_too_long": len(fitted["left_out_too_long"]) if fitted else 0,
                   "rows": {"layout": rows_layout(), "version": ROWS_VERSION,
                            "prompt_chars": {v: length_stats([len(r["prompt"]) for r in rs])
-                                            for v, rs in variants.items()}}}
+                                            for v, rs in variants.items()},
+                           **({"fit": fitted} if fitted else {})}}
     for v, rs in variants.items():
         write_jsonl(out / FILES[v], rs)
         info["files"][v] = FILES[v]

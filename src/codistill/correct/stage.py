@@ -7,7 +7,9 @@
    retries up to ``max_attempts``), :class:`~codistill.teacher.client.TeacherClient` (each call's
    exact token usage), :class:`~codistill.teacher.cache.ResponseCache`;
 3. training rows in two variants and their mixes (:mod:`.rows`), written afresh from the kept
-   records on every run (a changed row layout costs no student sample and no teacher call);
+   records on every run (a changed row layout costs no student sample and no teacher call); with
+   ``max_row_tokens`` set (:mod:`.fit`), an id whose row the trainer would drop is left out of both
+   variants, and a failure whose lema prompt alone could not fit is never shown to the teacher;
 4. ``correct_manifest.json``: counts, why corrections were dropped, and the cost.
 
 Steps 1, 2 and 4 are the pairs stage's too (:mod:`codistill.correct.failures`).
@@ -45,12 +47,18 @@ def correct(config: CorrectConfig | dict, out_dir: str | Path, *, generator=None
 
 def _correct(cfg: CorrectConfig, out: Path, generator, tokenizer) -> dict:
     from codistill.correct.attempts import failure_rows, resolve_format
+    from codistill.correct.fit import RowFit
     from codistill.correct.rows import write_rows
 
     t0 = time.time()
-    run = attempt_and_ask("correct", cfg, out, resolve_format, lambda fmt, rows, att: failure_rows(cfg, rows, att),
-                          generator, tokenizer)
-    outputs = write_rows(cfg, out, run.records, {r["id"]: r for r in run.fixes})
+    fits: list = []  # the run's RowFit (None: max_row_tokens unset), made once its format is known
+
+    def pick(fmt, rows: list[dict], att: dict):
+        fits.append(RowFit.of(cfg, fmt, tokenizer))
+        return failure_rows(cfg, rows, att, fits[0].prompt_fits if fits[0] else None)
+
+    run = attempt_and_ask("correct", cfg, out, resolve_format, pick, generator, tokenizer)
+    outputs = write_rows(cfg, out, run.records, {r["id"]: r for r in run.fixes}, fit=fits[0])
     return write_manifest("correct", out, _manifest(outputs=outputs, wall=time.time() - t0, **vars(run)), "kept")
 
 
@@ -64,7 +72,8 @@ def _manifest(*, outputs: dict, wall: float, **run) -> dict:
     return manifest("correct", FailureRun(**run), wall, kept="kept", per_kept="tokens_per_kept_correction",
                     judged_as="corrections", solved=True,
                     outcome={"kept": kept, "dropped": len(records) - kept, "dropped_by_reason": dict(dropped)},
-                    tail={"train_rows": outputs["train_rows"]}, files=outputs["files"],
+                    tail={"train_rows": outputs["train_rows"],
+                          "left_out_too_long": outputs.get("left_out_too_long", 0)}, files=outputs["files"],
                     extra={"mix": outputs["mix"], "rows": outputs.get("rows")})
 
 
