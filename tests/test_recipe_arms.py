@@ -15,6 +15,8 @@ def _write(tmp_path, arms, **extra):
 
     raw = yaml.safe_load(Path(spec_file).parent.parent.joinpath("recipes", "paper-small.yaml").read_text())
     raw.pop("default_arms", None)
+    for k in ("references", "pairs"):  # they name arms of the packaged recipe
+        raw["report"].pop(k, None)
     raw["arms"] = arms
     raw.update(extra)
     path = tmp_path / "r.yaml"

@@ -67,6 +67,8 @@ def test_a_bad_section_is_refused_at_load_naming_the_field(tmp_path):
         load_recipe(_write(tmp_path, serve={"n_parallel": 0}))
     with pytest.raises(ValueError, match=r"section report: unknown setting baselin; allowed: baseline"):
         load_recipe(_write(tmp_path, report={"baselin": "base"}))
+    with pytest.raises(ValueError, match=r"report\.references/pairs name unknown arm\(s\) \['random50'\]"):
+        load_recipe(_write(tmp_path, report={"pairs": [["cd", "random50"]]}))
     with pytest.raises(ValueError, match=r"section arms\.cd\.eval: max_new_tokens = 0"):
         load_recipe(_write(tmp_path, arms={"cd": {"eval": {"max_new_tokens": 0}}}))
 

@@ -137,7 +137,7 @@ def test_who_is_compared_with_whom(reported):
                    for r in rep["significance"])
 
 
-def test_rows_are_the_stats_of_the_vectors_and_holm_is_over_all(reported):
+def test_rows_are_the_stats_of_the_vectors_and_holm_is_per_family(reported):
     _, rep = reported
     rows = {(r["arm"], r["baseline"]): r for r in rep["significance"]}
     for arm, ref, af, rf in (("cd_sa", "cd", "eval", "eval"), ("elad50", "random50", "eval", "eval"),
@@ -148,9 +148,12 @@ def test_rows_are_the_stats_of_the_vectors_and_holm_is_over_all(reported):
         assert (row["b"], row["c"], row["p_value"]) == pytest.approx(_mcnemar_by_hand(r, a))
         assert row["delta"] == pytest.approx((sum(a) - sum(r)) / N) and row["n_common"] == N
         assert row["arm_pass@1"] == pytest.approx(sum(a) / N) and row["baseline_pass@1"] == pytest.approx(sum(r) / N)
-    ps = [r["p_value"] for r in rep["significance"]]
-    assert len(ps) == 21
-    assert [r["p_holm"] for r in rep["significance"]] == pytest.approx(_holm_by_hand(ps))
+    assert len(rep["significance"]) == 21
+    # Holm within each family: against the baseline or the Coder's direct arm; against cd; the pairs
+    for fam in ({"baseline", "coder"}, {"reference"}, {"pair"}):
+        rows = [r for r in rep["significance"] if r["against"] in fam]
+        assert rows
+        assert [r["p_holm"] for r in rows] == pytest.approx(_holm_by_hand([r["p_value"] for r in rows]))
 
 
 def test_a_missing_same_protocol_reference_is_noted(reported):
@@ -172,7 +175,10 @@ def test_report_text_marks_the_rows(reported):
     assert ("Also, marked in the baseline column: (same Coder) each Reasoner→Coder pipeline against the direct "
             "arm") in md
     assert "(elad50 vs random50, lema vs corrected_only; recipe `report.pairs`)" in md
-    assert f"Holm p adjusts for the {len(rep['significance'])} comparisons in this table" in md
+    n = {k: sum(1 for r in rep["significance"] if r["against"] in k) for k in ("baseline coder", "reference", "pair")}
+    assert (f"Holm p adjusts within each family of this table: against the baseline or the Coder's direct arm "
+            f"({n['baseline coder']} comparisons); against a reference arm ({n['reference']} comparisons); the named "
+            f"pairs ({n['pair']} comparisons).") in md
 
     from rich.console import Console
 

@@ -155,6 +155,12 @@ class ReportSection(BaseModel):
     title: str | None = Field(None, description="report title (default: the recipe's name)")
     fixed_before_run: list[str] = Field(default_factory=list, description="what was decided before any test "
                                         "number was seen (shown at the top of the report)")
+    references: list[str] | None = Field(
+        None, description="reference arms each trained arm is also compared with (paired, same protocol, on the "
+        "tasks both have); null: [cd] when the recipe has a trained arm cd; []: none")
+    pairs: list[tuple[str, str]] = Field(
+        default_factory=list, description="named comparisons [arm, reference] (delta = arm - reference, under each "
+        "protocol both were judged under), e.g. [[elad50, random50], [lema, corrected_only]]")
 
 
 class ServeSpec(BaseModel):
@@ -396,6 +402,16 @@ class Recipe(BaseModel):
         unknown = [a for a in v or [] if a not in (info.data.get("arms") or {})]
         if unknown:
             raise ValueError(f"unknown arm(s) {unknown}; the recipe has {list(info.data.get('arms') or {})}")
+        return v
+
+    @field_validator("report")
+    @classmethod
+    def _known_report_arms(cls, v: ReportSection, info):
+        arms = info.data.get("arms") or {}
+        named = list(v.references or []) + [a for pair in v.pairs for a in pair]
+        unknown = sorted({a for a in named if a not in arms})
+        if arms and unknown:
+            raise ValueError(f"report.references/pairs name unknown arm(s) {unknown}; the recipe has {list(arms)}")
         return v
 
     @field_validator("arms")

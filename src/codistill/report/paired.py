@@ -212,7 +212,8 @@ def significance(arms: list[Arm], primary: Arm, benches: list[str], n_boot: int,
     """Every evaluated arm but ``primary`` against its baseline (:func:`choose_baselines`; a pipeline
     against the direct arm with its Coder), then the trained arms against the reference arms and
     the named pairs (:func:`codistill.report.references.reference_pairs`; ``runs``, ``references``,
-    ``pairs`` as there), on each benchmark both have per-task rows for; Holm over all the rows.
+    ``pairs`` as there), on each benchmark both have per-task rows for; Holm within each family
+    (against the baseline or the Coder's direct arm; against a reference; the named pairs).
     Returns (rows, notes)."""
     from codistill.metrics.stats import holm_adjust
     from codistill.report.references import coder_baselines, reference_pairs
@@ -232,6 +233,11 @@ def significance(arms: list[Arm], primary: Arm, benches: list[str], n_boot: int,
     out: list[Comparison] = []
     for arm, baseline, against in todo:
         out += _compare(arm, baseline, against, benches, n_boot, seed, notes)
-    for row, ph in zip(out, holm_adjust([r["p_value"] for r in out])):
-        row["p_holm"] = ph
+    # Holm within each question's family: every arm against its baseline (or its Coder's direct arm),
+    # the trained arms against a reference arm, the named pairs; so adding arms of one question does
+    # not move the adjusted p of another's
+    for fam in ({"baseline", "coder"}, {"reference"}, {"pair"}):
+        rows = [r for r in out if r["against"] in fam]
+        for row, ph in zip(rows, holm_adjust([r["p_value"] for r in rows])):
+            row["p_holm"] = ph
     return out, notes

@@ -27,6 +27,13 @@ def _share(n: int | None, of: int | None) -> str:
     return "–" if n is None else f"{n} ({_pct(n / of)}%)" if of else str(n)
 
 
+def _families(sig: list[dict]) -> str:
+    kinds = [("against the baseline or the Coder's direct arm", {"baseline", "coder"}),
+             ("against a reference arm", {"reference"}), ("the named pairs", {"pair"})]
+    return "; ".join(f"{name} ({n} comparisons)" for name, fam in kinds
+                     for n in [sum(1 for s in sig if s.get("against", "baseline") in fam)] if n)
+
+
 def _num(x, nd: int = 3) -> str:
     if x is None:
         return "–"
@@ -185,8 +192,8 @@ def build_sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict)
                        + " the tasks both evaluated (intersection of task ids; "
                        "\"of X / Y\" gives each side's total where they differ). Δ = arm − baseline in percentage points, "
                        f"CI from a paired bootstrap over tasks ({rep['n_boot']} resamples). McNemar: exact two-sided binomial "
-                       "test on the discordant tasks b and c. Holm p adjusts for the "
-                       f"{len(sig)} comparisons in this table. A CI that contains 0 / p ≥ 0.05 is no evidence of a difference."
+                       "test on the discordant tasks b and c. Holm p adjusts within each family of this table: "
+                       + _families(sig) + ". A CI that contains 0 / p ≥ 0.05 is no evidence of a difference."
                        + (" With n > 1 samples per task, McNemar compares each task's first sample (pass/fail) while Δ and "
                           "its CI use the per-task pass@1 c/n." if any(s["mcnemar_on"] != "pass/fail" for s in sig) else "")
                        + _cross_text(rep)))
