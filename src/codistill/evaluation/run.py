@@ -83,9 +83,9 @@ def load_tokenizer(model: str, dtype: str = "float32"):
     try:
         from transformers import AutoTokenizer
 
-        from codistill.models import resolve_model
+        from codistill.models import tokenizer_path
 
-        return AutoTokenizer.from_pretrained(str(resolve_model(model, dtype=dtype)))
+        return AutoTokenizer.from_pretrained(str(tokenizer_path(model)))  # never converts a GGUF model's weights
     except Exception as e:  # noqa: BLE001 - counting is optional for a model with no local files
         logging.getLogger(LOGGER).warning("no tokenizer for %s (%s): cap-hit rates are not measured", model, e)
         return None
