@@ -92,6 +92,7 @@ class Capabilities:
     tokenizer: bool = False  # ``.tokenizer`` is the model's HF tokenizer
     adapter: bool = False  # applies a PEFT LoRA adapter given as ``adapter=``
     local_weights: bool = False  # the weights are on this machine (transformers can score them)
+    concurrent: bool = False  # ``generate`` may be called from several threads at once (a server client)
 
 
 class Generator(ABC):

@@ -42,7 +42,7 @@ class LlamaServerGenerator(OpenAIGenerator):
     """OpenAI-protocol generation against a llama.cpp server this object starts and stops."""
 
     name = "llama-server"
-    capabilities = Capabilities(adapter=True, local_weights=True)
+    capabilities = Capabilities(adapter=True, local_weights=True, concurrent=True)
 
     def __init__(self, model: str, adapter: str | None = None, n_parallel: int = 8, ctx: int = 2048,
                  threads: int | None = None, prompt_mode: str = "auto", system_prompt: str | None = None,

@@ -39,7 +39,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
-from codistill.backends.base import ContextSizeError, Generator, SamplingParams, truncate_at_stop
+from codistill.backends.base import Capabilities, ContextSizeError, Generator, SamplingParams, truncate_at_stop
 
 __all__ = ["ContextTooLongError", "OpenAIGenerator", "HTTPBackendError"]
 
@@ -84,6 +84,8 @@ class OpenAIGenerator(Generator):
         max_server_stops: stop strings sent to the server (all are applied client-side).
         extra_body: extra JSON fields for every request (e.g. ``{"top_k": 20}`` for vLLM).
     """
+
+    capabilities = Capabilities(concurrent=True)
 
     name = "openai"
 

@@ -1,7 +1,8 @@
 """Step 1 of an eval: answers for every unit, appended to ``generations.jsonl`` as they come.
 
 Resumable: a unit that already has ``n_samples`` answers is not asked again; an interrupted call
-loses at most the batch in flight. ``generation_log.jsonl`` gets one line per batch (samples,
+loses at most the batches in flight (two for a server strategy: the next batch is asked while the
+slowest answers of the current one finish, so no server slot idles at a batch's end). ``generation_log.jsonl`` gets one line per batch (samples,
 new tokens, seconds, and each model's token usage in that batch: ``usage`` for the answering
 model, ``reasoner_usage`` for a pipeline's Reasoner -- :meth:`InferenceStrategy.usages`), written
 after the batch's answers, so speed and usage are summed over every call that generated into the
@@ -76,43 +77,71 @@ def generate_missing(cfg: EvalConfig, strategy: InferenceStrategy, units: dict[s
 
     models = {k: u for k, u in strategy.usages().items() if u is not None}
 
-    with JsonlAppender(out / "generations.jsonl") as app, JsonlAppender(out / "generation_log.jsonl") as logapp, \
-            Progress("generate", len(todo), unit="prompts", logger=logging.getLogger(LOGGER),
-                     bar=None if progress else False, echo=progress, describe=live) as bar:
-        step = max(1, cfg.batch_size)
-        for start in range(0, len(todo), step):
-            chunk = todo[start:start + step]
+    # A server strategy keeps two batches in flight and asks the next as soon as either is done, so
+    # the server's slots never wait on one batch's longest answer; batches and seeds are as without
+    # the overlap, answers are written per batch as batches finish (their order in the file may
+    # differ; every reader keys them by unit). Usage and seconds: what the models spent between writes.
+    depth = 2 if getattr(strategy, "concurrent", False) else 1
+    step = max(1, cfg.batch_size)
+    chunks = [(start, todo[start:start + step]) for start in range(0, len(todo), step)]
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="codistill-batch")
+    pending: dict = {}  # future -> its batch
+
+    def submit() -> None:
+        if chunks:
+            start, chunk = chunks.pop(0)
             params = SamplingParams(n=cfg.n_samples, temperature=cfg.temperature, top_p=cfg.top_p,
                                     max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + start)
+            pending[pool.submit(strategy.answer, chunk, params)] = chunk
+
+    try:
+        with JsonlAppender(out / "generations.jsonl") as app, JsonlAppender(out / "generation_log.jsonl") as logapp, \
+                Progress("generate", len(todo), unit="prompts", logger=logging.getLogger(LOGGER),
+                         bar=None if progress else False, echo=progress, describe=live) as bar:
             tg = time.perf_counter()
             usage_before = usage.completion_tokens if tokenizer is None and usage is not None else None
             spent_before = {k: u.as_dict() for k, u in models.items()}
-            outs = strategy.answer(chunk, params)
-            dt = time.perf_counter() - tg
-            spent = {k: _minus(u.as_dict(), spent_before[k]) for k, u in models.items()}
-            gen_time += dt
-            chunk_tokens = 0
-            if usage_before is not None:  # no local tokenizer: the server's own token count
-                chunk_tokens = usage.completion_tokens - usage_before
-            n_new = 0
-            for u, answers in zip(chunk, outs):
-                for i, ans in enumerate(answers[len(have[u.key]):cfg.n_samples], start=len(have[u.key])):
-                    text = ans["completion_raw"]
-                    if "n_tokens" in ans:  # the strategy counted what the model wrote (a prefilled answer)
-                        ntok = ans["n_tokens"]
-                    else:
-                        ntok = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None else None
-                    chunk_tokens += ntok or 0
-                    rec = {"gen_key": u.key, "task_id": u.task_id, "sample_index": i, "completion_raw": text,
-                           **{k: v for k, v in ans.items() if k != "completion_raw"}, "n_tokens": ntok}
-                    app.append(rec)
-                    have[u.key].append(rec)
-                    n_new += 1
-            n_tokens += chunk_tokens
-            # one line per batch, written after its generations: generation speed summed over every
-            # (resumed) call, not just the last one, which may have generated nothing
-            logapp.append({"samples": n_new, "new_tokens": chunk_tokens, "seconds": round(dt, 3), **spent})
-            bar.advance(len(chunk), info=f"{n_tokens} tokens, {n_tokens / max(gen_time, 1e-9):.1f} tok/s")
+            for _ in range(depth):
+                submit()
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                fut = min(done, key=lambda f: todo.index(pending[f][0]))  # two at once: the earlier batch first
+                chunk = pending.pop(fut)
+                outs = fut.result()
+                submit()
+                now = time.perf_counter()
+                dt, tg = now - tg, now
+                spent_now = {k: u.as_dict() for k, u in models.items()}
+                spent = {k: _minus(spent_now[k], spent_before[k]) for k in models}
+                spent_before = spent_now
+                gen_time += dt
+                chunk_tokens = 0
+                if usage_before is not None:  # no local tokenizer: the server's own token count
+                    chunk_tokens, usage_before = usage.completion_tokens - usage_before, usage.completion_tokens
+                n_new = 0
+                for u, answers in zip(chunk, outs):
+                    for i, ans in enumerate(answers[len(have[u.key]):cfg.n_samples], start=len(have[u.key])):
+                        text = ans["completion_raw"]
+                        if "n_tokens" in ans:  # the strategy counted what the model wrote (a prefilled answer)
+                            ntok = ans["n_tokens"]
+                        else:
+                            ntok = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None else None
+                        chunk_tokens += ntok or 0
+                        rec = {"gen_key": u.key, "task_id": u.task_id, "sample_index": i, "completion_raw": text,
+                               **{k: v for k, v in ans.items() if k != "completion_raw"}, "n_tokens": ntok}
+                        app.append(rec)
+                        have[u.key].append(rec)
+                        n_new += 1
+                n_tokens += chunk_tokens
+                # one line per batch, written after its generations: generation speed summed over every
+                # (resumed) call, not just the last one, which may have generated nothing
+                logapp.append({"samples": n_new, "new_tokens": chunk_tokens, "seconds": round(dt, 3), **spent})
+                bar.advance(len(chunk), info=f"{n_tokens} tokens, {n_tokens / max(gen_time, 1e-9):.1f} tok/s")
+    finally:  # an error or ^C: the batch in flight is dropped (asked again on resume)
+        chunks.clear()
+        pool.shutdown(wait=False, cancel_futures=True)
     return {"new_tokens": n_tokens, "seconds": gen_time}
 
 

@@ -35,6 +35,11 @@ class InferenceStrategy(ABC):
         """``params.n`` answers per unit, in unit order; each a dict with ``completion_raw``."""
 
     @property
+    def concurrent(self) -> bool:
+        """Whether two batches may be answered at once (every model behind it is a server)."""
+        return bool(getattr(getattr(self.generator, "capabilities", None), "concurrent", False))
+
+    @property
     def usage(self):
         """Token accounting of the model calls (the generator's, for a one-model strategy)."""
         return getattr(self.generator, "usage", None)

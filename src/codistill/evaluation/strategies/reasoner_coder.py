@@ -179,6 +179,12 @@ class ReasonerCoderStrategy(InferenceStrategy):
     def usages(self) -> dict:
         return {"usage": self.usage, "reasoner_usage": getattr(self.reasoner, "usage", None)}
 
+    @property
+    def concurrent(self) -> bool:
+        # no overlap of batches: the Reasoner and the Coder are often one server, and a batch's plans
+        # beside the previous batch's code would put twice its slots' requests in its queue (timeouts)
+        return False
+
     def record(self, totals: dict | None = None) -> dict:
         """results.json ``pipeline``: who reasoned, how, and what it cost. ``reasoner_usage``: the
         Reasoner's tokens summed over every generation batch of the run (``totals``: results.json
