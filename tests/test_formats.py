@@ -139,6 +139,36 @@ def test_answer_rates_and_has_code():
                {"hit_cap": None, "has_code": True}, {"hit_cap": False, "has_code": True}]
     r = answer_rates(samples)
     assert r["cap_hit_rate"] == pytest.approx(1 / 3) and r["no_code_rate"] == 0.25 and r["answers"] == 4
+    assert r["loop_rate"] == 0.0  # no text: nothing loops
+
+
+# the shape of a real greedy loop (cd on HumanEval/0): two lines over and over, cut mid-line by the cap
+LOOP = ("### Reasoning\n### Intent\n### Intent is to check if there are any two numbers closer than the threshold.\n"
+        + "### Intent is to be used in a search algorithm to find the closest pair of numbers in a list.\n"
+          "### Intent is to be used in a data structure to store and retrieve the closest pair of numbers in a list.\n" * 12
+        + "### Intent is to be used in a search algorithm to find the clos")
+LONG = ("### Reasoning\n" + "".join(f"{i}. Step {i}: compare element {i} with element {i + 1} and keep the smaller "
+                                      f"gap in `best` (gap {i * 7 % 13}).\n" for i in range(1, 40))
+        + "### Code\n```python\ndef f(xs):\n    return min(b - a for a, b in zip(xs, xs[1:]))\n```")
+
+
+def test_a_looping_answer_is_told_from_a_long_one():
+    from codistill.evaluation.judging import answer_rates, ends_in_a_loop
+
+    assert ends_in_a_loop(LOOP) and not ends_in_a_loop(LONG)
+    assert ends_in_a_loop(LOOP[:-17])  # whatever phase the cap cut it at
+    # a short run of one character is formatting, not a loop; a long one is
+    assert not ends_in_a_loop("def f():\n    return [[[1]]]" + ")" * 20)
+    assert ends_in_a_loop("x = 1\n" + "a" * 300)
+    # a period longer than max_period is not searched
+    import random
+
+    rng = random.Random(0)
+    block = "".join(rng.choice("abcdefgh ") for _ in range(300))  # aperiodic itself
+    assert ends_in_a_loop(block * 3) and not ends_in_a_loop(block * 3, max_period=200)
+    rates = answer_rates([{"completion_raw": LOOP, "hit_cap": True, "has_code": False},
+                          {"completion_raw": LONG, "hit_cap": False, "has_code": True}])
+    assert rates["loop_rate"] == 0.5 and rates["cap_hit_rate"] == 0.5
 
 
 def test_recipe_declares_the_format_once(tmp_path):

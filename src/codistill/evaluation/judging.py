@@ -2,7 +2,7 @@
 
 Writes ``<bench>/samples.jsonl`` (EvalPlus format: task_id, solution, + completion_raw, n_tokens,
 hit_cap, has_code) and ``<bench>/verdicts.jsonl``; returns each benchmark's summary (pass@k,
-statuses, CodeBLEU syntax/dataflow match, cap-hit and no-code rates) and the per-task rows.
+statuses, CodeBLEU syntax/dataflow match, cap-hit, no-code and loop rates) and the per-task rows.
 """
 
 from __future__ import annotations
@@ -78,12 +78,30 @@ def has_code(answer: str, entry_point: str | None, mode: str) -> bool:
     return bool(code.strip()) and _parses(code)
 
 
+def ends_in_a_loop(answer: str, min_repeats: int = 3, min_span: int = 200, max_period: int = 500) -> bool:
+    """Whether an answer ends in a degenerate repetition: its last ``max(min_repeats * p, min_span)``
+    characters repeat with some period ``p <= max_period`` (the same block of text over and over,
+    whatever phase the cap cut it at). A greedy decoder that loops hits the token cap this way; a
+    long answer that is merely long does not end periodic."""
+    n = len(answer)
+    for p in range(1, max_period + 1):
+        span = max(min_repeats * p, min_span)
+        if span > n:
+            break
+        tail = answer[n - span:]
+        if tail[p:] == tail[:-p]:
+            return True
+    return False
+
+
 def answer_rates(samples: list[dict]) -> dict:
-    """Share of answers that hit the token cap and share with no extractable code."""
+    """Share of answers that hit the token cap, share with no extractable code, and share that
+    end in a loop (:func:`ends_in_a_loop`)."""
     n = len(samples)
     counted = [s["hit_cap"] for s in samples if s.get("hit_cap") is not None]
     return {"cap_hit_rate": (sum(counted) / len(counted)) if counted else None,
             "no_code_rate": (sum(not s.get("has_code", True) for s in samples) / n) if n else None,
+            "loop_rate": (sum(ends_in_a_loop(s.get("completion_raw") or "") for s in samples) / n) if n else None,
             "answers": n}
 
 

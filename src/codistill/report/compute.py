@@ -76,6 +76,7 @@ class Protocol(TypedDict):
 class AnswerRates(TypedDict):
     cap_hit_rate: float | None
     no_code_rate: float | None
+    loop_rate: float | None  # None: judged before the rate existed
 
 
 class Smoke(TypedDict):
@@ -287,7 +288,7 @@ def _fixed_before_run(run: RunInfo) -> list[str]:
 
 def _answer_rates(arm: Arm, bench: str) -> AnswerRates:
     b = ((arm.results or {}).get("benchmarks") or {}).get(bench) or {}
-    return {"cap_hit_rate": b.get("cap_hit_rate"), "no_code_rate": b.get("no_code_rate")}
+    return {"cap_hit_rate": b.get("cap_hit_rate"), "no_code_rate": b.get("no_code_rate"), "loop_rate": b.get("loop_rate")}
 
 
 def _cap_warnings(arms: list[Arm], benches: list[str]) -> list[str]:
