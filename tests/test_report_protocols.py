@@ -186,3 +186,21 @@ def test_only_the_recipes_own_format_is_the_primary_protocol(reported):
     # the recipe declares format paper as primary: code-only is another protocol, not the primary one
     assert primary == {"base": True, "base@standard": False, "cd": True, "teacher@standard": False,
                        "codeonly": False}
+
+
+def test_loop_rate_of_an_eval_judged_before_it_existed_is_read_from_its_samples(tmp_path):
+    """results.json without loop_rate (cd of paper-small was judged by older code): the report counts
+    the looping answers of <bench>/samples.jsonl; an eval without samples shows none."""
+    from test_formats import LONG, LOOP
+
+    run = make_run(tmp_path)
+    he = run / "arms" / "cd" / "eval" / "humaneval"
+    he.mkdir()
+    he.joinpath("samples.jsonl").write_text("".join(
+        json.dumps({"task_id": t, "completion_raw": LOOP if i < 3 else LONG}) + "\n"
+        for i, t in enumerate(TASKS["humaneval"][:12])))
+    rep = write_report([run], out=tmp_path / "out", plots=False, n_boot=200)
+    assert rep["answers"]["cd"]["humaneval"]["loop_rate"] == pytest.approx(3 / 12)
+    assert rep["answers"]["cd"]["mbpp"]["loop_rate"] is None and rep["answers"]["base"]["humaneval"]["loop_rate"] is None
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| cd | paper (primary) | 512 | humaneval | 0.0 | 0.0 | 25.0 |" in md

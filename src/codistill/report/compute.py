@@ -288,7 +288,15 @@ def _fixed_before_run(run: RunInfo) -> list[str]:
 
 def _answer_rates(arm: Arm, bench: str) -> AnswerRates:
     b = ((arm.results or {}).get("benchmarks") or {}).get(bench) or {}
-    return {"cap_hit_rate": b.get("cap_hit_rate"), "no_code_rate": b.get("no_code_rate"), "loop_rate": b.get("loop_rate")}
+    loops = b.get("loop_rate")
+    samples = arm.eval_dir / bench.replace(":", "_") / "samples.jsonl" if arm.eval_dir else None
+    if loops is None and b and samples is not None and samples.is_file():  # judged before the rate existed
+        from codistill.evaluation.judging import ends_in_a_loop
+        from codistill.store import read_jsonl
+
+        answers = [r.get("completion_raw") or "" for r in read_jsonl(samples)]
+        loops = sum(map(ends_in_a_loop, answers)) / len(answers) if answers else None
+    return {"cap_hit_rate": b.get("cap_hit_rate"), "no_code_rate": b.get("no_code_rate"), "loop_rate": loops}
 
 
 def _cap_warnings(arms: list[Arm], benches: list[str]) -> list[str]:
