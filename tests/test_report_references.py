@@ -10,7 +10,6 @@ of ``report.pairs``; Holm over every row.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -87,21 +86,7 @@ def make_run(root: Path, evals=EVALS, report: dict | None = None, arms=ARMS) -> 
     return run
 
 
-def _mcnemar_by_hand(base: list[bool], arm: list[bool]) -> tuple[int, int, float]:
-    b = sum(1 for x, y in zip(base, arm) if y and not x)
-    c = sum(1 for x, y in zip(base, arm) if x and not y)
-    n = b + c
-    p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n)
-    return b, c, p
-
-
-def _holm_by_hand(ps: list[float]) -> list[float]:
-    order = sorted(range(len(ps)), key=lambda i: ps[i])
-    out, running = [0.0] * len(ps), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
-        out[i] = running
-    return out
+from test_report_protocols import _holm_by_hand, _mcnemar_by_hand  # noqa: E402 - the same hand computations
 
 
 @pytest.fixture
