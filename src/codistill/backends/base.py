@@ -40,6 +40,10 @@ class SamplingParams(BaseModel):
     stop: tuple[str, ...] = Field((), description="cut each completion before the first of these")
     seed: int | None = Field(None, description="seed for sampling (reproducible given the same "
                              "prompts, params and batch size)")
+    # in dumps (cache keys) only when on, so keys made before it existed stay valid
+    stop_on_loop: bool = Field(False, exclude_if=lambda v: not v,
+                               description="end an answer once it ends in a loop: the answer becomes "
+                               "codistill.loops.cut_at_loop(full answer); see codistill.loops")
 
     @property
     def greedy(self) -> bool:
@@ -71,6 +75,17 @@ class Usage:
             "requests": self.requests,
             "retries": self.retries,
         }
+
+
+def finish_text(text: str, params: SamplingParams) -> str:
+    """A completion as every backend returns it: cut at the first stop string, then (``stop_on_loop``)
+    where the loop stop cuts it (:func:`codistill.loops.cut_at_loop`)."""
+    text = truncate_at_stop(text, params.stop)
+    if params.stop_on_loop:
+        from codistill.loops import cut_at_loop
+
+        text = cut_at_loop(text)
+    return text
 
 
 def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:

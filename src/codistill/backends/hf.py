@@ -10,6 +10,9 @@
 * Stop strings: a ``StoppingCriteria`` marks a row finished as soon as its generated text
   contains one (the batch ends when every row is finished), and the returned text is cut before
   the earliest stop string.
+* ``stop_on_loop``: a second criterion (:class:`StopOnLoop`) ends a row whose text ends in a loop
+  (:mod:`codistill.loops`); the text is then cut where the loop stop cuts it (token ids are those
+  generated, past the cut).
 * ``prompt_mode``: "chat" wraps each prompt as one user message through the tokenizer's chat
   template; "completion" feeds the text as is; "auto" picks chat when a template exists.
 """
@@ -43,10 +46,10 @@ from codistill.backends.base import (  # noqa: E402
     Generator,
     PromptMode,
     SamplingParams,
-    truncate_at_stop,
+    finish_text,
 )
 
-__all__ = ["HFGenerator", "StopOnStrings"]
+__all__ = ["HFGenerator", "StopOnLoop", "StopOnStrings"]
 
 
 class StopOnStrings(StoppingCriteria):
@@ -73,6 +76,30 @@ class StopOnStrings(StoppingCriteria):
                     text = self.tokenizer.decode(tail[i], skip_special_tokens=True)
                     if any(s in text for s in self.stop):
                         self.done[i] = True
+        return self.done.clone()
+
+
+class StopOnLoop(StoppingCriteria):
+    """Per-row stop once the generated text ends in a loop (:class:`codistill.loops.LoopWatch`):
+    every ``every_tokens`` steps the rows still running are decoded and watched."""
+
+    def __init__(self, tokenizer, prompt_len: int, every_tokens: int = 16):
+        self.tokenizer, self.prompt_len, self.every_tokens = tokenizer, prompt_len, every_tokens
+        self.watches: list | None = None
+        self.done: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
+        from codistill.loops import LoopWatch
+
+        rows = input_ids.shape[0]
+        if self.done is None:
+            self.done = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
+            self.watches = [LoopWatch() for _ in range(rows)]
+        gen = input_ids[:, self.prompt_len:]
+        if gen.shape[1] and gen.shape[1] % self.every_tokens == 0:
+            for i, ids in enumerate(gen.tolist()):
+                if not self.done[i] and self.watches[i].feed(self.tokenizer.decode(ids, skip_special_tokens=True)):
+                    self.done[i] = True
         return self.done.clone()
 
 
@@ -243,6 +270,8 @@ class HFGenerator(Generator):
         criteria = StoppingCriteriaList()
         if params.stop:
             criteria.append(StopOnStrings(self.tokenizer, params.stop, prompt_len))
+        if params.stop_on_loop:
+            criteria.append(StopOnLoop(self.tokenizer, prompt_len))
         kwargs = dict(
             max_new_tokens=params.max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -267,7 +296,7 @@ class HFGenerator(Generator):
             ids = row if cut is None else row[:cut]
             n_completion += len(ids) + (0 if cut is None else 1)
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            results.append((ids, truncate_at_stop(text, params.stop)))
+            results.append((ids, finish_text(text, params)))
         self.usage.add(prompt_tokens=sum(len(b) for b in batch), completion_tokens=n_completion,
                        requests=len(batch))
         return results

@@ -43,6 +43,8 @@ class LlamaServerGenerator(OpenAIGenerator):
 
     name = "llama-server"
     capabilities = Capabilities(adapter=True, local_weights=True, concurrent=True)
+    # llama.cpp's per-chunk token counts: exact usage for a stream left early (stop_on_loop)
+    stream_fields = {**OpenAIGenerator.stream_fields, "timings_per_token": True}
 
     def __init__(self, model: str, adapter: str | None = None, n_parallel: int = 8, ctx: int = 2048,
                  threads: int | None = None, prompt_mode: str = "auto", system_prompt: str | None = None,

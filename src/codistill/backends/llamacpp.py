@@ -23,7 +23,7 @@ from codistill.backends.base import (
     Generator,
     PromptMode,
     SamplingParams,
-    truncate_at_stop,
+    finish_text,
 )
 
 __all__ = ["LlamaCppGenerator", "INSTALL_COMMAND", "import_llama_cpp"]
@@ -139,7 +139,7 @@ class LlamaCppGenerator(Generator):
         usage = resp.get("usage") or {}
         self.usage.add(prompt_tokens=usage.get("prompt_tokens", 0),
                        completion_tokens=usage.get("completion_tokens", 0), requests=1)
-        return truncate_at_stop(text, params.stop)
+        return finish_text(text, params)  # stop_on_loop: cut after the fact (same text, no time saved)
 
     def generate(self, prompts: list[str], params: SamplingParams | None = None) -> list[list[str]]:
         params = params or SamplingParams()

@@ -22,6 +22,9 @@ Standard library only (``urllib`` + a thread pool): no new dependency.
   and every completion is cut at all of them client-side anyway.
 * ``usage.prompt_tokens`` / ``usage.completion_tokens`` from the responses are summed in
   :attr:`usage` (with request and retry counts).
+* ``stop_on_loop`` (:mod:`codistill.loops`): answers are streamed, one per request, and the client
+  leaves a stream as soon as its text ends in a loop (a llama.cpp server then stops generating it);
+  the answer is cut where the loop stop cuts it, so it does not depend on how the stream was chunked.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
-from codistill.backends.base import Capabilities, ContextSizeError, Generator, SamplingParams, truncate_at_stop
+from codistill.backends.base import Capabilities, ContextSizeError, Generator, SamplingParams, finish_text
 
 __all__ = ["ContextTooLongError", "OpenAIGenerator", "HTTPBackendError"]
 
@@ -162,9 +165,10 @@ class OpenAIGenerator(Generator):
         body.update(self.extra_body)
         return body
 
-    def _post(self, body: dict) -> dict:
+    def _post(self, body: dict, read=None) -> dict:
         """POST with retries (each logged: attempt n/N, the error, the wait); returns the decoded
-        JSON response. A 200 whose body is not a JSON object is retried like a dropped connection."""
+        JSON response (``read(response)``'s answer when given: a stream). A 200 whose body is not a
+        JSON object, or a stream cut before its end, is retried like a dropped connection."""
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.__api_key:
@@ -177,9 +181,8 @@ class OpenAIGenerator(Generator):
             answered = False  # the server answered (an HTTP status), as opposed to no connection / no reply
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    raw = resp.read()
-                answered = True
-                payload = _decode(raw)
+                    answered = True
+                    payload = _decode(resp.read()) if read is None else read(resp)
                 self.usage.add(requests=1, retries=attempt)
                 return payload
             except urllib.error.HTTPError as e:
@@ -227,7 +230,69 @@ class OpenAIGenerator(Generator):
         return [((c.get("message") if isinstance(c.get("message"), dict) else {}).get("content") or "")
                 for c in choices]
 
+    # fields a streamed request adds (a llama.cpp server also reports its token counts in every chunk)
+    stream_fields: dict = {"stream": True, "stream_options": {"include_usage": True}}
+
+    def _read_stream(self, resp, params: SamplingParams) -> dict:
+        """A streamed answer (server-sent events) read until its end, a stop string or a loop
+        (:class:`codistill.loops.LoopWatch`), in the shape of a non-streamed payload. Leaving early
+        closes the connection, and a llama.cpp server then frees the slot: the rest is not generated.
+        Usage: the server's ``usage`` when it came, else its per-chunk ``timings`` (llama.cpp), else
+        one completion token per chunk."""
+        from codistill.loops import LoopWatch
+
+        watch, text, chunks, finish = LoopWatch(), "", 0, None
+        usage: dict = {}
+        longest_stop = max((len(x) for x in params.stop), default=0)
+        for raw in resp:
+            line = raw.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                finish = finish or "done"
+                break
+            chunk = _decode(data)
+            if isinstance(chunk.get("usage"), dict):
+                usage = chunk["usage"]
+            elif isinstance(chunk.get("timings"), dict):
+                t = chunk["timings"]
+                usage = {"prompt_tokens": (t.get("prompt_n") or 0) + (t.get("cache_n") or 0),
+                         "completion_tokens": t.get("predicted_n") or 0}
+            for c in chunk.get("choices") or []:
+                if not isinstance(c, dict):
+                    continue
+                delta = c.get("delta") if isinstance(c.get("delta"), dict) else {}
+                piece = c.get("text") if self.prompt_mode == "completion" else delta.get("content")
+                if piece:
+                    text += piece
+                    chunks += 1
+                    if longest_stop and any(x and x in text[-(len(piece) + longest_stop):] for x in params.stop):
+                        finish = "stop"
+                finish = c.get("finish_reason") or finish
+            if finish == "stop" or watch.feed(text):
+                finish = finish or "loop"
+                break
+        if finish is None:
+            raise _BadResponse(f"HTTP 200 stream ended before its end ({chunks} chunks, no finish_reason, no [DONE])")
+        if not usage:
+            usage = {"completion_tokens": chunks}
+        choice = {"index": 0, "finish_reason": finish}
+        choice.update({"text": text} if self.prompt_mode == "completion" else {"message": {"content": text}})
+        return {"choices": [choice], "usage": usage}
+
     def _one_prompt(self, prompt: str, params: SamplingParams) -> list[str]:
+        if params.stop_on_loop:  # streamed, one answer per request, each left as soon as it loops
+            texts = []
+            for k in range(params.n):
+                seed = None if params.seed is None else params.seed + k
+                body = {**self._body(prompt, params, 1, seed), **self.stream_fields}
+                payload = self._post(body, read=lambda resp: self._read_stream(resp, params))
+                usage = payload["usage"]
+                self.usage.add(prompt_tokens=usage.get("prompt_tokens") or 0,
+                               completion_tokens=usage.get("completion_tokens") or 0)
+                texts.extend(self._texts(payload))
+            return [finish_text(t, params) for t in texts]
         texts: list[str] = []
         k = 0
         while len(texts) < params.n:
@@ -242,7 +307,7 @@ class OpenAIGenerator(Generator):
                 raise HTTPBackendError(f"server returned no choices: {str(payload)[:300]}")
             texts.extend(got[:want])
             k += 1
-        return [truncate_at_stop(t, params.stop) for t in texts]
+        return [finish_text(t, params) for t in texts]
 
     def generate(self, prompts: list[str], params: SamplingParams | None = None) -> list[list[str]]:
         params = params or SamplingParams()

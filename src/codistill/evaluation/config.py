@@ -53,6 +53,10 @@ class EvalConfig(BaseModel):
                                         "(recorded in results.json)")
     allow_short_budget: bool = Field(False, description="judge an adapter with max_new_tokens under its training "
                                      "targets' length (recorded in results.json)")
+    stop_on_loop: bool = Field(False, description="end an answer as soon as it ends in a loop (a block of text "
+                               "repeated; codistill.loops): saves the tokens a looping greedy answer spends up to the "
+                               "cap, and can change a verdict only where the model would have left the loop; "
+                               "`codistill loops EVAL_DIR` measures that on an eval made without it")
 
     strategy: str = Field("direct", description="inference strategy (codistill.evaluation.strategies): direct = "
                           "one model answers each prompt; reasoner-coder = a Reasoner writes plans, the model "
@@ -81,14 +85,14 @@ class EvalConfig(BaseModel):
     GENERATION_FIELDS: ClassVar[tuple[str, ...]] = (
         "model", "adapter", "backend", "temperature", "top_p", "max_new_tokens", "prompt_mode", "seed", "dtype",
         "format", "template_dir", "strategy", "reasoner", "reasoner_backend", "plans", "codes_per_plan",
-        "reasoner_temperature", "reasoner_max_new_tokens")
+        "reasoner_temperature", "reasoner_max_new_tokens", "stop_on_loop")
     # Settings that change only speed or where files are: outside every key.
     SPEED_FIELDS: ClassVar[tuple[str, ...]] = ("workers", "batch_size", "data_dir", "backend_options")
 
     # Added after runs were made: in the key only when not at their default, so that a run made
     # before they existed keeps its identity (and is not judged again).
     LATER_FIELDS: ClassVar[dict] = {"reasoner": None, "reasoner_backend": None, "plans": 1, "codes_per_plan": 1,
-                                    "reasoner_temperature": None, "reasoner_max_new_tokens": 768}
+                                    "reasoner_temperature": None, "reasoner_max_new_tokens": 768, "stop_on_loop": False}
 
     def key(self) -> dict:
         """The stage's identity for a recipe (the adapter enters through its content hash)."""

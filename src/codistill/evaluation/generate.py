@@ -93,7 +93,8 @@ def generate_missing(cfg: EvalConfig, strategy: InferenceStrategy, units: dict[s
         if chunks:
             start, chunk = chunks.pop(0)
             params = SamplingParams(n=cfg.n_samples, temperature=cfg.temperature, top_p=cfg.top_p,
-                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + start)
+                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + start,
+                                    stop_on_loop=cfg.stop_on_loop)
             pending[pool.submit(strategy.answer, chunk, params)] = chunk
 
     try:

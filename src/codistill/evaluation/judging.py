@@ -13,6 +13,7 @@ from pathlib import Path
 
 from codistill.evaluation.config import EVAL_LABELS, EvalConfig
 from codistill.evaluation.generate import LOGGER
+from codistill.loops import ends_in_a_loop  # noqa: F401 - re-exported: answer_rates and the report read it here
 from codistill.problems.schema import Problem
 from codistill.store import write_jsonl
 
@@ -76,22 +77,6 @@ def has_code(answer: str, entry_point: str | None, mode: str) -> bool:
     if entry_point:
         return _defines(code, entry_point)
     return bool(code.strip()) and _parses(code)
-
-
-def ends_in_a_loop(answer: str, min_repeats: int = 3, min_span: int = 200, max_period: int = 500) -> bool:
-    """Whether an answer ends in a degenerate repetition: its last ``max(min_repeats * p, min_span)``
-    characters repeat with some period ``p <= max_period`` (the same block of text over and over,
-    whatever phase the cap cut it at). A greedy decoder that loops hits the token cap this way; a
-    long answer that is merely long does not end periodic."""
-    n = len(answer)
-    for p in range(1, max_period + 1):
-        span = max(min_repeats * p, min_span)
-        if span > n:
-            break
-        tail = answer[n - span:]
-        if tail[p:] == tail[:-p]:
-            return True
-    return False
 
 
 def answer_rates(samples: list[dict]) -> dict:

@@ -148,7 +148,8 @@ class ReasonerCoderStrategy(InferenceStrategy):
             raise ValueError(f"reasoner-coder draws plans x codes_per_plan = {m * t} programs per task, asked {params.n}")
         temp = self.cfg.reasoner_temperature if self.cfg.reasoner_temperature is not None else params.temperature
         rparams = SamplingParams(n=m, temperature=temp, top_p=params.top_p, seed=params.seed,
-                                 max_new_tokens=self.cfg.reasoner_max_new_tokens, stop=tuple(self._plan_stops))
+                                 max_new_tokens=self.cfg.reasoner_max_new_tokens, stop=tuple(self._plan_stops),
+                                 stop_on_loop=params.stop_on_loop)
         raw_plans = self.reasoner.generate([self.reasoner_prompt(u.problem) for u in units], rparams)
 
         prompts, meta = [], []
