@@ -28,6 +28,7 @@ from codistill.cli_flags import (  # build_parser calls config_flags through thi
     _judge_args,
     _models_args,
     _pairs_args,
+    _loops_args,
     _report_args,
     _run_args,
     _select_args,
@@ -258,6 +259,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_loops(args) -> int:
+    from codistill.evaluation.loopsim import print_loop_stop, simulate_loop_stop
+
+    print_loop_stop(simulate_loop_stop(args.eval_dir, data_dir=args.data_dir, workers=args.workers))
+    print(f"written: {Path(args.eval_dir) / 'loop_stop.json'}")
+    return 0
+
+
 # verb -> (help, its own flags, the function it runs, extra add_parser arguments); in --help order.
 # A verb listed in config_flags() also gets one flag per setting of its config.
 VERBS: dict[str, tuple[str, object, str, dict]] = {
@@ -288,6 +297,8 @@ VERBS: dict[str, tuple[str, object, str, dict]] = {
                        "SIGINT/SIGTERM (python -m codistill.serving is the same)."}),
     "report": ("tables (pass@1, CodeBLEU, perplexity), paired significance and plots for the arms of runs: "
                "report.md, self-contained report.html, report.json", _report_args, "cmd_report", {}),
+    "loops": ("what a loop stop (stop_on_loop) would have done to a judged eval made without it: answers cut, "
+              "verdicts flipped (judged again), tokens saved; for a validation split", _loops_args, "cmd_loops", {}),
     "run": ("a whole experiment from one YAML recipe: data → teach → train (arms) → eval → report; resumes and "
             "re-runs only what changed", _run_args, "cmd_run", {}),
     "benchmarks": ("list the benchmarks and problem sources codistill can load", None, "cmd_benchmarks", {}),

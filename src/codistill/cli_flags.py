@@ -260,6 +260,12 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--title", default=None)
 
 
+def _loops_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("eval_dir", metavar="EVAL_DIR", help="a judged eval run directory (a recipe's arms/<arm>/eval)")
+    _add_data_dir(p)
+    p.add_argument("--workers", type=int, default=None, help="sandbox workers for the answers judged again")
+
+
 def _run_args(p: argparse.ArgumentParser) -> None:
     _add_data_dir(p)
     p.add_argument("recipe", help="recipe YAML file, or a packaged recipe: demo, paper-small, gpu-vllm")
