@@ -249,3 +249,22 @@ def test_tokenizer_path_reads_only_the_tokenizer_of_a_gguf_model(tmp_path, monke
     conv.mkdir(parents=True)
     (conv / "config.json").write_text("{}")
     assert models.tokenizer_path("smollm2-135m") == conv
+
+
+def test_publish_moves_a_finished_folder_and_keeps_one_finished_first(tmp_path):
+    from codistill.models import _publish
+
+    tmp, dest = tmp_path / "a.tmp", tmp_path / "a"
+    tmp.mkdir()
+    (tmp / "config.json").write_text("ours")
+    _publish(tmp, dest, "config.json")
+    assert (dest / "config.json").read_text() == "ours" and not tmp.exists()
+    tmp.mkdir()  # a second process finished the same conversion after us: ours stays
+    (tmp / "config.json").write_text("theirs")
+    _publish(tmp, dest, "config.json")
+    assert (dest / "config.json").read_text() == "ours" and not tmp.exists()
+    tmp.mkdir()  # dest holds something that is not a finished folder: an error, not a silent keep
+    (tmp / "x").write_text("1")
+    with pytest.raises(OSError):
+        _publish(tmp, dest, "tokenizer_config.json")
+    assert tmp.exists()

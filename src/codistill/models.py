@@ -390,13 +390,7 @@ def convert_gguf(gguf_file: Path, dest: Path, dtype: str = "float32", source: di
         }
         (tmp / "codistill_source.json").write_text(json.dumps(info, indent=2) + "\n")
         del model
-        try:
-            os.rename(tmp, dest)
-        except OSError:
-            # another process finished the same conversion first: keep theirs
-            if not (dest / "config.json").exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        _publish(tmp, dest, "config.json")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -457,16 +451,22 @@ def tokenizer_path(spec: str | os.PathLike) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent))
     try:
         AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name).save_pretrained(str(tmp))
-        try:
-            os.rename(tmp, dest)
-        except OSError:  # another process saved it first: keep theirs
-            if not (dest / "tokenizer_config.json").exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        _publish(tmp, dest, "tokenizer_config.json")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def _publish(tmp: Path, dest: Path, marker: str) -> None:
+    """Move a finished temporary folder to ``dest`` in one rename; when another process finished the
+    same work first (``dest/marker`` exists), keep theirs and drop ours."""
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        if not (dest / marker).exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _user_gguf_dest(path: Path, dtype: str) -> Path:
