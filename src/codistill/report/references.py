@@ -187,30 +187,26 @@ def reference_pairs(arms: list[Arm], runs: list[RunInfo], references=None,
         evals: dict[str, list[Arm]] = {}
         for a in mine:
             evals.setdefault(_recipe_arm(a), []).append(a)
+
+        def compare(a: Arm, ref: str, kind: str, label: str) -> None:
+            r = _match(a, evals[ref])
+            if r is None:
+                notes.append(f"{where}{label}: {ref} was not judged under the {_protocol(a)} protocol; not compared")
+            else:
+                out.append((a, r, kind))
         for ref in refs:
             if ref not in evals:
                 if any(trained(a) for a in mine):
                     notes.append(f"{where}reference arm {ref}: no evaluation; no arm is compared with it")
                 continue
             for a in mine:
-                if _recipe_arm(a) == ref or not trained(a):
-                    continue
-                r = _match(a, evals[ref])
-                if r is None:
-                    notes.append(f"{where}{a.name} vs {ref}: {ref} was not judged under the {_protocol(a)} "
-                                 "protocol; not compared")
-                else:
-                    out.append((a, r, "reference"))
+                if _recipe_arm(a) != ref and trained(a):
+                    compare(a, ref, "reference", f"{a.name} vs {ref}")
         for arm_name, ref in prs:
             missing = [n for n in (arm_name, ref) if n not in evals]
             if missing:
                 notes.append(f"{where}pair {arm_name} vs {ref}: no evaluation of {' and '.join(missing)}; not compared")
                 continue
             for a in evals[arm_name]:
-                r = _match(a, evals[ref])
-                if r is None:
-                    notes.append(f"{where}pair {a.name} vs {ref}: {ref} was not judged under the {_protocol(a)} "
-                                 "protocol; not compared")
-                else:
-                    out.append((a, r, "pair"))
+                compare(a, ref, "pair", f"pair {a.name} vs {ref}")
     return out, notes
