@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 PromptMode = Literal["auto", "chat", "completion"]
 
@@ -40,10 +40,16 @@ class SamplingParams(BaseModel):
     stop: tuple[str, ...] = Field((), description="cut each completion before the first of these")
     seed: int | None = Field(None, description="seed for sampling (reproducible given the same "
                              "prompts, params and batch size)")
-    # in dumps (cache keys) only when on, so keys made before it existed stay valid
-    stop_on_loop: bool = Field(False, exclude_if=lambda v: not v,
-                               description="end an answer once it ends in a loop: the answer becomes "
+    stop_on_loop: bool = Field(False, description="end an answer once it ends in a loop: the answer becomes "
                                "codistill.loops.cut_at_loop(full answer); see codistill.loops")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """``stop_on_loop`` is in dumps (cache keys) only when on, so keys made before it existed stay valid."""
+        d = handler(self)
+        if not self.stop_on_loop:
+            d.pop("stop_on_loop", None)
+        return d
 
     @property
     def greedy(self) -> bool:
