@@ -71,3 +71,18 @@ def test_source_date_epoch_sets_generated(tmp_path, monkeypatch):
     rep = write_report([tmp_path / "r"], out=tmp_path / "o", plots=False, n_boot=200)
     assert rep["generated"] == "2026-12-01 12:00 UTC"
     assert "Generated 2026-12-01 12:00 UTC from" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_an_arm_judged_with_a_loop_stop_is_named_in_the_warnings(tmp_path, monkeypatch):
+    """Older results.json files do not hold stop_on_loop: they count as off, not as a difference."""
+    shutil.copytree(FIXTURE, tmp_path / "r", ignore=shutil.ignore_patterns("expected"))
+    monkeypatch.chdir(tmp_path)
+    rep = write_report(["r"], out="o1", plots=False, generated=GENERATED)
+    assert not any("stop_on_loop" in w for w in rep["warnings"])
+    path = Path("r/arms/cd/eval/results.json")
+    res = json.loads(path.read_text())
+    res["config"]["stop_on_loop"] = True
+    path.write_text(json.dumps(res))
+    rep = write_report(["r"], out="o2", plots=False, generated=GENERATED)
+    assert any("'stop_on_loop' differs between arms" in w and "true: cd" in w for w in rep["warnings"])
+    assert rep["provenance"]["cd"]["config"]["stop_on_loop"] is True

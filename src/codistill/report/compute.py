@@ -34,8 +34,9 @@ SMOKE_MIN_TASKS = 30
 CAP_WARN = 0.05  # share of answers at the token cap above which an arm is flagged
 VERDICT_COLUMNS = ("pass", "fail", "error", "timeout", "syntax_error")  # judge statuses with a column
 PROVENANCE_KEYS = ("model", "adapter", "backend", "benchmarks", "n_samples", "temperature", "top_p",
-                   "max_new_tokens", "prompt_mode", "seed", "limit", "dtype")
-COMPARED_KEYS = ("n_samples", "temperature", "top_p", "max_new_tokens", "prompt_mode", "seed", "limit")
+                   "max_new_tokens", "prompt_mode", "seed", "limit", "dtype", "stop_on_loop")
+COMPARED_KEYS = ("n_samples", "temperature", "top_p", "max_new_tokens", "prompt_mode", "seed", "limit", "stop_on_loop")
+LATER_DEFAULTS = {"stop_on_loop": False}  # compared settings an older results.json does not hold: their default
 
 
 # --------------------------------------------------------------------------- the shape
@@ -237,7 +238,7 @@ def _consistency(arms: list[Arm], benches: list[str]) -> list[str]:
     for key in COMPARED_KEYS:
         vals = {}
         for a in ev:
-            vals.setdefault(json.dumps((a.results.get("config") or {}).get(key)), []).append(a.name)
+            vals.setdefault(json.dumps((a.results.get("config") or {}).get(key, LATER_DEFAULTS.get(key))), []).append(a.name)
         if len(vals) > 1:
             desc = "; ".join(f"{k}: {', '.join(n)}" for k, n in vals.items())
             warn.append(f"eval setting '{key}' differs between arms ({desc})")
