@@ -282,23 +282,17 @@ class OpenAIGenerator(Generator):
         return {"choices": [choice], "usage": usage}
 
     def _one_prompt(self, prompt: str, params: SamplingParams) -> list[str]:
-        if params.stop_on_loop:  # streamed, one answer per request, each left as soon as it loops
-            texts = []
-            for k in range(params.n):
-                seed = None if params.seed is None else params.seed + k
-                body = {**self._body(prompt, params, 1, seed), **self.stream_fields}
-                payload = self._post(body, read=lambda resp: self._read_stream(resp, params))
-                usage = payload["usage"]
-                self.usage.add(prompt_tokens=usage.get("prompt_tokens") or 0,
-                               completion_tokens=usage.get("completion_tokens") or 0)
-                texts.extend(self._texts(payload))
-            return [finish_text(t, params) for t in texts]
         texts: list[str] = []
         k = 0
         while len(texts) < params.n:
-            want = params.n - len(texts)
             seed = None if params.seed is None else params.seed + k
-            payload = self._post(self._body(prompt, params, want, seed))
+            if params.stop_on_loop:  # streamed, one answer per request, each left as soon as it loops
+                want = 1
+                payload = self._post({**self._body(prompt, params, 1, seed), **self.stream_fields},
+                                     read=lambda resp: self._read_stream(resp, params))
+            else:
+                want = params.n - len(texts)
+                payload = self._post(self._body(prompt, params, want, seed))
             usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
             self.usage.add(prompt_tokens=usage.get("prompt_tokens") or 0,
                            completion_tokens=usage.get("completion_tokens") or 0)
