@@ -86,3 +86,18 @@ def test_an_arm_judged_with_a_loop_stop_is_named_in_the_warnings(tmp_path, monke
     rep = write_report(["r"], out="o2", plots=False, generated=GENERATED)
     assert any("'stop_on_loop' differs between arms" in w and "true: cd" in w for w in rep["warnings"])
     assert rep["provenance"]["cd"]["config"]["stop_on_loop"] is True
+    w = next(w for w in rep["warnings"] if "stop_on_loop" in w)
+    assert "base: not measured (`codistill loops" in w
+    # the base's loop_stop.json (what `codistill loops` writes): 0 flips names the verdicts as the same
+    ls = {"eval_dir": "r/arms/base/eval", "greedy": True, "benchmarks": {
+        "humaneval": {"answers": 4, "stopped": 1, "program_changed": 0, "pass_to_fail": 0, "fail_to_pass": 0},
+        "mbpp": {"answers": 3, "stopped": 0, "program_changed": 0, "pass_to_fail": 0, "fail_to_pass": 0}}}
+    Path("r/arms/base/eval/loop_stop.json").write_text(json.dumps(ls))
+    w = next(w for w in write_report(["r"], out="o3", plots=False, generated=GENERATED)["warnings"]
+             if "stop_on_loop" in w)
+    assert "base: the stop would cut 1 of 7 answers and flip 0 verdicts, so its verdicts are those" in w
+    ls["benchmarks"]["mbpp"]["pass_to_fail"] = 2
+    Path("r/arms/base/eval/loop_stop.json").write_text(json.dumps(ls))
+    w = next(w for w in write_report(["r"], out="o4", plots=False, generated=GENERATED)["warnings"]
+             if "stop_on_loop" in w)
+    assert "base: the stop would cut 1 of 7 answers and flip 2 verdicts" in w and "so its verdicts" not in w

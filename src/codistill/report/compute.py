@@ -241,12 +241,36 @@ def _consistency(arms: list[Arm], benches: list[str]) -> list[str]:
             vals.setdefault(json.dumps((a.results.get("config") or {}).get(key, LATER_DEFAULTS.get(key))), []).append(a.name)
         if len(vals) > 1:
             desc = "; ".join(f"{k}: {', '.join(n)}" for k, n in vals.items())
-            warn.append(f"eval setting '{key}' differs between arms ({desc})")
+            extra = _loop_stop_evidence([a for a in ev if not (a.results.get("config") or {}).get(key)]) \
+                if key == "stop_on_loop" else ""
+            warn.append(f"eval setting '{key}' differs between arms ({desc}){extra}")
     for a in ev:
         lim = (a.results.get("config") or {}).get("limit")
         if lim:
             warn.append(f"{a.name}: evaluated on the first {lim} tasks of each benchmark only (limit={lim})")
     return warn
+
+
+def _loop_stop_evidence(unstopped: list[Arm]) -> str:
+    """What ``codistill loops`` (EVAL_DIR/loop_stop.json) measured for the arms judged without a loop
+    stop: with greedy decoding, how many of their verdicts the stop would flip (0: the same verdicts)."""
+    said = []
+    for a in unstopped:
+        path = a.eval_dir / "loop_stop.json" if a.eval_dir is not None else None
+        try:
+            ls = json.loads(path.read_text()) if path is not None and path.is_file() else None
+        except (OSError, json.JSONDecodeError):
+            ls = None
+        if not ls or not ls.get("greedy"):
+            said.append(f"{a.name}: not measured (`codistill loops {a.eval_dir}` would say what the stop changes)")
+            continue
+        b = ls.get("benchmarks") or {}
+        flips = sum(x.get("pass_to_fail", 0) + x.get("fail_to_pass", 0) for x in b.values())
+        cut = sum(x.get("stopped", 0) for x in b.values())
+        n = sum(x.get("answers", 0) for x in b.values())
+        said.append(f"{a.name}: the stop would cut {cut} of {n} answers and flip {flips} verdicts"
+                    + (", so its verdicts are those it would have had with the stop" if flips == 0 else ""))
+    return " — measured by `codistill loops` (exact for greedy decoding): " + "; ".join(said) if said else ""
 
 
 def _protocol(arm: Arm) -> Protocol:
