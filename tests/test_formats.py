@@ -168,7 +168,16 @@ def test_a_looping_answer_is_told_from_a_long_one():
     assert ends_in_a_loop(block * 3) and not ends_in_a_loop(block * 3, max_period=200)
     rates = answer_rates([{"completion_raw": LOOP, "hit_cap": True, "has_code": False},
                           {"completion_raw": LONG, "hit_cap": False, "has_code": True}])
-    assert rates["loop_rate"] == 0.5 and rates["cap_hit_rate"] == 0.5
+    assert rates["loop_rate"] == 0.5 and rates["cap_hit_rate"] == 0.5 and rates["ended_no_code_rate"] == 0.0
+    # no code: cut by the cap (1), cut by a loop stop (2: not at the cap, ends in a loop), stopped early (3, 4)
+    reasoning = LONG.split("### Code")[0]
+    rates = answer_rates([{"completion_raw": reasoning + "x" * 10, "hit_cap": True, "has_code": False},
+                          {"completion_raw": LOOP, "hit_cap": False, "has_code": False},
+                          {"completion_raw": reasoning, "hit_cap": False, "has_code": False},
+                          {"completion_raw": "", "hit_cap": False, "has_code": False},
+                          {"completion_raw": LONG, "hit_cap": False, "has_code": True}])
+    assert rates["no_code_rate"] == 0.8 and rates["ended_no_code_rate"] == 0.4
+    assert answer_rates([{"completion_raw": "", "has_code": False}])["ended_no_code_rate"] is None
 
 
 def test_recipe_declares_the_format_once(tmp_path):

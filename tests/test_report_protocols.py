@@ -203,4 +203,24 @@ def test_loop_rate_of_an_eval_judged_before_it_existed_is_read_from_its_samples(
     assert rep["answers"]["cd"]["humaneval"]["loop_rate"] == pytest.approx(3 / 12)
     assert rep["answers"]["cd"]["mbpp"]["loop_rate"] is None and rep["answers"]["base"]["humaneval"]["loop_rate"] is None
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "| cd | paper (primary) | 512 | humaneval | 0.0 | 0.0 | 25.0 |" in md
+    # samples without hit_cap: "ended with no code" needs the cap, so it is not counted (–)
+    assert "| cd | paper (primary) | 512 | humaneval | 0.0 | 0.0 | – | 25.0 |" in md
+
+
+def test_answers_that_ended_with_no_code_are_counted_apart_from_cap_and_loop(tmp_path):
+    """Of 12 answers: 3 loop (cut by a stop, not at the cap), 2 end early with no code, 1 hits the cap
+    with no code, 6 hold code: ended with no code = 2/12, read from samples when results.json lacks it."""
+    from test_formats import LONG, LOOP
+
+    run = make_run(tmp_path)
+    he = run / "arms" / "cd" / "eval" / "humaneval"
+    he.mkdir()
+    reasoning = LONG.split("### Code")[0]
+    kinds = [(LOOP, False, False)] * 3 + [(reasoning, False, False)] * 2 + [(reasoning, True, False)] + \
+        [(LONG, False, True)] * 6
+    he.joinpath("samples.jsonl").write_text("".join(
+        json.dumps({"task_id": t, "completion_raw": a, "hit_cap": cap, "has_code": code}) + "\n"
+        for t, (a, cap, code) in zip(TASKS["humaneval"][:12], kinds)))
+    rep = write_report([run], out=tmp_path / "out", plots=False, n_boot=200)
+    r = rep["answers"]["cd"]["humaneval"]
+    assert r["ended_no_code_rate"] == pytest.approx(2 / 12) and r["loop_rate"] == pytest.approx(3 / 12)

@@ -80,13 +80,20 @@ def has_code(answer: str, entry_point: str | None, mode: str) -> bool:
 
 
 def answer_rates(samples: list[dict]) -> dict:
-    """Share of answers that hit the token cap, share with no extractable code, and share that
-    end in a loop (:func:`ends_in_a_loop`)."""
+    """Share of answers that hit the token cap, share with no extractable code, share that end in a
+    loop (:func:`ends_in_a_loop`), and ``ended_no_code_rate``: share that hold no code although
+    neither the cap nor a loop ended them; the model stopped before writing any (end of sequence, or
+    the header of a section after the code, where a format stops generation). None where the cap
+    was not recorded."""
     n = len(samples)
     counted = [s["hit_cap"] for s in samples if s.get("hit_cap") is not None]
+    loops = [ends_in_a_loop(s.get("completion_raw") or "") for s in samples]
+    ended = [not s.get("has_code", True) and not s["hit_cap"] and not lp
+             for s, lp in zip(samples, loops) if s.get("hit_cap") is not None]
     return {"cap_hit_rate": (sum(counted) / len(counted)) if counted else None,
             "no_code_rate": (sum(not s.get("has_code", True) for s in samples) / n) if n else None,
-            "loop_rate": (sum(ends_in_a_loop(s.get("completion_raw") or "") for s in samples) / n) if n else None,
+            "loop_rate": (sum(loops) / n) if n else None,
+            "ended_no_code_rate": (sum(ended) / len(ended)) if ended else None,
             "answers": n}
 
 

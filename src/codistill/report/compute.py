@@ -78,6 +78,7 @@ class AnswerRates(TypedDict):
     cap_hit_rate: float | None
     no_code_rate: float | None
     loop_rate: float | None  # None: judged before the rate existed
+    ended_no_code_rate: float | None  # no code, neither capped nor looping (evaluation.judging.answer_rates)
 
 
 class Smoke(TypedDict):
@@ -313,15 +314,18 @@ def _fixed_before_run(run: RunInfo) -> list[str]:
 
 def _answer_rates(arm: Arm, bench: str) -> AnswerRates:
     b = ((arm.results or {}).get("benchmarks") or {}).get(bench) or {}
-    loops = b.get("loop_rate")
+    loops, ended = b.get("loop_rate"), b.get("ended_no_code_rate")
     samples = arm.eval_dir / bench.replace(":", "_") / "samples.jsonl" if arm.eval_dir else None
-    if loops is None and b and samples is not None and samples.is_file():  # judged before the rate existed
-        from codistill.evaluation.judging import ends_in_a_loop
+    # judged before a rate existed: counted from the stored answers as the judge counts them now
+    if (loops is None or ended is None) and b and samples is not None and samples.is_file():
+        from codistill.evaluation.judging import answer_rates
         from codistill.store import read_jsonl
 
-        answers = [r.get("completion_raw") or "" for r in read_jsonl(samples)]
-        loops = sum(map(ends_in_a_loop, answers)) / len(answers) if answers else None
-    return {"cap_hit_rate": b.get("cap_hit_rate"), "no_code_rate": b.get("no_code_rate"), "loop_rate": loops}
+        now = answer_rates(list(read_jsonl(samples)))
+        loops = now["loop_rate"] if loops is None else loops
+        ended = now["ended_no_code_rate"] if ended is None else ended
+    return {"cap_hit_rate": b.get("cap_hit_rate"), "no_code_rate": b.get("no_code_rate"), "loop_rate": loops,
+            "ended_no_code_rate": ended}
 
 
 def _cap_warnings(arms: list[Arm], benches: list[str]) -> list[str]:

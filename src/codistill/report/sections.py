@@ -223,16 +223,18 @@ def build_sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict)
             flag = " ⚠" if (r.get("cap_hit_rate") or 0) > CAP_WARN else ""
             rows.append([a, str(p.get("name")) + (" (primary)" if p.get("primary") else ""),
                          str(p.get("max_new_tokens") or "–"), bch, _pct(r.get("cap_hit_rate")) + flag,
-                         _pct(r.get("no_code_rate")), _pct(r.get("loop_rate"))])
+                         _pct(r.get("no_code_rate")), _pct(r.get("ended_no_code_rate")), _pct(r.get("loop_rate"))])
     if rows:
         over = [f"{a}: {', '.join(p['overrides'])}" for a, p in pr.items() if p.get("overrides")]
         b = [Block("table", headers=["arm", "protocol", "max new tokens", "benchmark", "hit the cap", "no code",
-                                     "ends in a loop"], rows=rows),
+                                     "ended with no code", "ends in a loop"], rows=rows),
              Block("p", "Protocol: `standard` = zero-shot, EvalPlus instruction prompt, any answer layout; otherwise the "
                    "student format the arm was judged in (the one it was trained in, unless an override is listed). "
                    "(primary) marks the protocol the recipe declared primary before the run. *Hit the cap*: answers "
                    f"that used the whole token budget; more than {CAP_WARN:.0%} (⚠) means the budget decides verdicts. "
-                   "*No code*: answers with no code defining the entry point. *Ends in a loop*: answers whose last "
+                   "*No code*: answers with no code defining the entry point; *ended with no code*: those of them that "
+                   "neither the cap nor a loop ended (the model stopped before writing code: end of sequence, or the "
+                   "header of a section after the code, where the format stops generation). *Ends in a loop*: answers whose last "
                    "200+ characters repeat one block at least three times (a degenerate repetition; – where the eval "
                    "was judged before this rate existed).")]
         if over:
