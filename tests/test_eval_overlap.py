@@ -1,7 +1,7 @@
-"""Generation batches overlap for a server strategy (two in flight; the next is asked as soon as
-either is done, filling the slots a batch's slowest answer leaves idle): the same answers with
-the same seeds, usage summed exactly; an in-process backend never overlaps; an error loses only
-the batches in flight."""
+"""A server strategy is asked one unit at a time, 2 x batch_size in flight, each answer written as
+soon as it is complete (no slot idles on a batch's slowest answer, an interruption loses only
+what is being generated): the same answers with the seeds of batched generation, usage summed
+exactly; an in-process backend answers whole batches, one at a time."""
 
 from __future__ import annotations
 
@@ -71,15 +71,16 @@ def test_a_server_strategy_overlaps_batches_with_the_same_answers_and_usage(tmp_
     seq, par = SlowServer(concurrent=False), SlowServer(concurrent=True)
     res_s, gens_s, log_s = _run(tmp_path, seq, "seq")
     res_p, gens_p, log_p = _run(tmp_path, par, "par")
-    assert seq.most_in_flight == 1 and par.most_in_flight == 2
-    # the same records (batches written as they finish: the fast ones before the slow first one),
-    # each batch with the seed of its start
+    assert seq.most_in_flight == 1 and par.most_in_flight == 4  # 2 x batch_size units
+    # the same records (answers written as they finish: the fast ones before the slow first one),
+    # each unit with the seed of its batch's start
     assert [g["task_id"] for g in gens_s] == list(_units())
     assert sorted(gens_p, key=lambda g: g["task_id"]) == sorted(gens_s, key=lambda g: g["task_id"])
-    assert [g["task_id"] for g in gens_p][:2] == ["t2", "t3"]
-    assert sorted(par.seeds) == sorted(seq.seeds) == [7, 9, 11, 13]
-    # usage per batch sums to what the server counted; one log line per batch
-    assert len(log_p) == len(log_s) == 4
+    assert [g["task_id"] for g in gens_p][0] == "t1" and [g["task_id"] for g in gens_p][-1] == "t0"
+    assert sorted(seq.seeds) == [7, 9, 11, 13]
+    assert sorted(par.seeds) == [7, 7, 9, 9, 11, 11, 13, 13]
+    # usage per write sums to what the server counted; one log line per batch (in-process), per unit (server)
+    assert len(log_s) == 4 and len(log_p) == 8
     for log, server in ((log_s, seq), (log_p, par)):
         assert sum(x["usage"]["completion_tokens"] for x in log) == server.usage.completion_tokens == 24
         assert sum(x["usage"]["requests"] for x in log) == 8 and sum(x["samples"] for x in log) == 8
@@ -87,11 +88,37 @@ def test_a_server_strategy_overlaps_batches_with_the_same_answers_and_usage(tmp_
     assert res_s["seconds"] >= 0.75 and res_p["seconds"] < 0.7
 
 
-def test_an_error_loses_only_the_batches_in_flight(tmp_path):
+def test_an_error_loses_only_the_answers_in_flight(tmp_path):
     server = SlowServer(concurrent=True, fail_on="t4")
     with pytest.raises(RuntimeError, match="server refused t4"):
         _run(tmp_path, server, "err")
     gens = [json.loads(x) for x in (tmp_path / "err" / "generations.jsonl").read_text().splitlines()]
-    # batch 1 (t2, t3) was written before batch 2 (t4, t5) failed; batch 0 (slow) was in flight
-    # beside it and is lost with it (asked again on resume), batch 3 was never asked
-    assert [g["task_id"] for g in gens] == ["t2", "t3"]
+    got = [g["task_id"] for g in gens]
+    # t1..t3 were answered while t0 (slow) was in flight, and written at once; t4 failed after them
+    # (asked once t1 was done); t0 was still in flight and is lost with the error (asked again on resume)
+    assert got[:3] == ["t1", "t2", "t3"]
+    assert "t0" not in got and "t4" not in got
+
+
+def test_an_answer_is_written_before_the_slow_one_beside_it_ends(tmp_path):
+    """What an interruption would lose: only the unit still generating. The file holds every fast
+    answer while the slow one (same batch) is still in flight."""
+    server = SlowServer(concurrent=True)
+    out = tmp_path / "live"
+    out.mkdir()
+    cfg = EvalConfig(model="fake", batch_size=8, seed=7)
+    units = {"slow": Unit(key="slow", task_id="slow", prompt="slow:1.0", problem=None),
+             **{f"f{i}": Unit(key=f"f{i}", task_id=f"f{i}", prompt=f"f{i}:0.01", problem=None) for i in range(3)}}
+    seen: list[list[str]] = []
+
+    def watch():
+        time.sleep(0.5)
+        path = out / "generations.jsonl"
+        seen.append([json.loads(x)["task_id"] for x in path.read_text().splitlines()] if path.exists() else [])
+
+    t = threading.Thread(target=watch)
+    t.start()
+    generate_missing(cfg, DirectStrategy(server), units, {k: [] for k in units}, out, None, Console(quiet=True),
+                     False, "test")
+    t.join()
+    assert sorted(seen[0]) == ["f0", "f1", "f2"]  # written while "slow" was still being answered

@@ -1,13 +1,18 @@
 """Step 1 of an eval: answers for every unit, appended to ``generations.jsonl`` as they come.
 
-Resumable: a unit that already has ``n_samples`` answers is not asked again; an interrupted call
-loses at most the batches in flight (two for a server strategy: the next batch is asked while the
-slowest answers of the current one finish, so no server slot idles at a batch's end). ``generation_log.jsonl`` gets one line per batch (samples,
-new tokens, seconds, and each model's token usage in that batch: ``usage`` for the answering
-model, ``reasoner_usage`` for a pipeline's Reasoner -- :meth:`InferenceStrategy.usages`), written
-after the batch's answers, so speed and usage are summed over every call that generated into the
-run: after an interrupted and resumed eval the totals are those of the answers kept (a batch lost
-to the interruption is asked again and counted once, when its answers are written).
+Resumable: a unit that already has ``n_samples`` answers is not asked again. A server strategy
+(:attr:`InferenceStrategy.concurrent`) is asked one unit at a time, ``2 x batch_size`` units in
+flight, and each answer is written the moment it is complete: an interrupted call loses only the
+answers still being generated, and no server slot idles while a batch's slowest answer finishes.
+Seeds are those of batched generation (``seed + start`` of the unit's batch of ``batch_size``), so a
+unit gets the same request either way. An in-process strategy answers whole batches (its speed
+comes from batching) and an interrupted call loses the batch in flight. ``generation_log.jsonl``
+gets one line per write (samples, new tokens, seconds, and each model's token usage since the
+previous write: ``usage`` for the answering model, ``reasoner_usage`` for a pipeline's Reasoner --
+:meth:`InferenceStrategy.usages`), written after its answers, so speed and usage are summed over
+every call that generated into the run: after an interrupted and resumed eval the totals are those
+of the answers kept (an answer lost to the interruption is asked again and counted once, when it
+is written).
 """
 
 from __future__ import annotations
@@ -77,21 +82,24 @@ def generate_missing(cfg: EvalConfig, strategy: InferenceStrategy, units: dict[s
 
     models = {k: u for k, u in strategy.usages().items() if u is not None}
 
-    # A server strategy keeps two batches in flight and asks the next as soon as either is done, so
-    # the server's slots never wait on one batch's longest answer; batches and seeds are as without
-    # the overlap, answers are written per batch as batches finish (their order in the file may
-    # differ; every reader keys them by unit). Usage and seconds: what the models spent between writes.
-    depth = 2 if getattr(strategy, "concurrent", False) else 1
+    # Work items: (start of the batch, its units). A server strategy gets one item per unit (the
+    # batch's seed), 2 x batch_size in flight, each written as soon as it is answered; an in-process
+    # one gets whole batches, one at a time. Usage and seconds: what the models spent between writes.
+    concurrent = bool(getattr(strategy, "concurrent", False))
     step = max(1, cfg.batch_size)
-    chunks = [(start, todo[start:start + step]) for start in range(0, len(todo), step)]
+    items = [(start, todo[start:start + step]) for start in range(0, len(todo), step)]
+    if concurrent:
+        items = [(start, [u]) for start, chunk in items for u in chunk]
+    window = 2 * step if concurrent else 1
+    order = {id(chunk[0]): i for i, (_, chunk) in enumerate(items)}
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="codistill-batch")
-    pending: dict = {}  # future -> its batch
+    pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="codistill-batch")
+    pending: dict = {}  # future -> its units
 
     def submit() -> None:
-        if chunks:
-            start, chunk = chunks.pop(0)
+        if items:
+            start, chunk = items.pop(0)
             params = SamplingParams(n=cfg.n_samples, temperature=cfg.temperature, top_p=cfg.top_p,
                                     max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + start,
                                     stop_on_loop=cfg.stop_on_loop)
@@ -104,11 +112,11 @@ def generate_missing(cfg: EvalConfig, strategy: InferenceStrategy, units: dict[s
             tg = time.perf_counter()
             usage_before = usage.completion_tokens if tokenizer is None and usage is not None else None
             spent_before = {k: u.as_dict() for k, u in models.items()}
-            for _ in range(depth):
+            for _ in range(window):
                 submit()
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                fut = min(done, key=lambda f: todo.index(pending[f][0]))  # two at once: the earlier batch first
+                fut = min(done, key=lambda f: order[id(pending[f][0])])  # several at once: the earliest first
                 chunk = pending.pop(fut)
                 outs = fut.result()
                 submit()
@@ -140,8 +148,8 @@ def generate_missing(cfg: EvalConfig, strategy: InferenceStrategy, units: dict[s
                 # (resumed) call, not just the last one, which may have generated nothing
                 logapp.append({"samples": n_new, "new_tokens": chunk_tokens, "seconds": round(dt, 3), **spent})
                 bar.advance(len(chunk), info=f"{n_tokens} tokens, {n_tokens / max(gen_time, 1e-9):.1f} tok/s")
-    finally:  # an error or ^C: the batch in flight is dropped (asked again on resume)
-        chunks.clear()
+    finally:  # an error or ^C: what is in flight is dropped (asked again on resume)
+        items.clear()
         pool.shutdown(wait=False, cancel_futures=True)
     return {"new_tokens": n_tokens, "seconds": gen_time}
 

@@ -36,7 +36,8 @@ class InferenceStrategy(ABC):
 
     @property
     def concurrent(self) -> bool:
-        """Whether two batches may be answered at once (every model behind it is a server)."""
+        """Whether units may be answered from several threads at once (every model behind it is a server):
+        the eval then asks one unit at a time, many in flight, and writes each answer as it comes."""
         return bool(getattr(getattr(self.generator, "capabilities", None), "concurrent", False))
 
     @property
