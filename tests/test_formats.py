@@ -178,6 +178,22 @@ def test_a_looping_answer_is_told_from_a_long_one():
                           {"completion_raw": LONG, "hit_cap": False, "has_code": True}])
     assert rates["no_code_rate"] == 0.8 and rates["ended_no_code_rate"] == 0.4
     assert answer_rates([{"completion_raw": "", "has_code": False}])["ended_no_code_rate"] is None
+    assert "finish_known" not in rates  # no answer said why it ended
+
+
+def test_why_answers_without_code_ended_is_counted_where_the_backend_said():
+    from codistill.evaluation.judging import answer_rates
+
+    reasoning = LONG.split("### Code")[0]
+    rates = answer_rates([{"completion_raw": reasoning, "hit_cap": False, "has_code": False, "finish_reason": "stop"},
+                          {"completion_raw": reasoning, "hit_cap": False, "has_code": False, "finish_reason": "stop"},
+                          {"completion_raw": reasoning, "hit_cap": False, "has_code": False, "finish_reason": "eos"},
+                          {"completion_raw": LOOP, "hit_cap": False, "has_code": False, "finish_reason": "loop"},
+                          {"completion_raw": LONG, "hit_cap": False, "has_code": True, "finish_reason": "eos"},
+                          {"completion_raw": reasoning, "hit_cap": False, "has_code": False}])  # generated before
+    assert rates["finish_known"] == 5
+    assert rates["no_code_finish"] == {"eos": 1, "loop": 1, "stop": 2}
+    assert rates["ended_no_code_rate"] == pytest.approx(4 / 6)  # unchanged: the reasons only split it
 
 
 def test_recipe_declares_the_format_once(tmp_path):

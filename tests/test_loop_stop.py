@@ -92,7 +92,7 @@ class _Streamer(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 srv.sent += 1
                 time.sleep(0.002)
-            end = {"choices": [{"index": 0, "finish_reason": "length", "delta": {}}]}
+            end = {"choices": [{"index": 0, "finish_reason": srv.finish, "delta": {}}]}
             self.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
@@ -103,7 +103,7 @@ class _Streamer(BaseHTTPRequestHandler):
 def streamer():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Streamer)
     srv.daemon_threads = True
-    srv.text, srv.sent, srv.left_early, srv.cut_after, srv.bodies = LOOPING, 0, False, None, []
+    srv.text, srv.sent, srv.left_early, srv.cut_after, srv.bodies, srv.finish = LOOPING, 0, False, None, [], "length"
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
     yield srv
@@ -151,6 +151,33 @@ def test_a_stop_string_ends_the_stream_too(streamer):
     gen.close()
 
 
+@pytest.mark.parametrize("server_finish,stop,expected", [
+    ("length", (), "length"),  # the cap
+    ("stop", (), "eos"),  # no stop string was sent: the server's "stop" is the model's end of sequence
+    ("stop", ("step 3:",), "stop"),  # the client saw the stop string and left
+    ("length", ("never there",), "length"),
+])
+def test_a_streamed_answer_says_why_it_ended(streamer, server_finish, stop, expected):
+    streamer.text, streamer.finish = PLAIN, server_finish
+    gen = make_generator("openai", base_url=streamer.url, model="m", api_key_env=None)
+    [[(text, why)]] = gen.generate_detailed(["p"], SamplingParams(max_new_tokens=4000, stop_on_loop=True, stop=stop))
+    assert why == expected
+    assert text == (PLAIN[:PLAIN.index(stop[0])] if expected == "stop" else PLAIN)
+    assert "stop" not in streamer.bodies[0]  # stop strings stay with the client, which knows where it stopped
+    gen.close()
+
+
+def test_a_looping_stream_ends_with_the_loop_reason_and_the_eval_records_it(streamer):
+    from codistill.evaluation.strategies.base import Unit
+    from codistill.evaluation.strategies.direct import DirectStrategy
+
+    gen = make_generator("openai", base_url=streamer.url, model="m", api_key_env=None)
+    [[ans]] = DirectStrategy(gen).answer([Unit(key="k", task_id="t", prompt="p", problem=None)],
+                                         SamplingParams(max_new_tokens=4000, stop_on_loop=True))
+    assert ans == {"completion_raw": cut_at_loop(LOOPING), "finish_reason": "loop"}
+    gen.close()
+
+
 # --------------------------------------------------------------------------- transformers
 
 
@@ -184,3 +211,44 @@ def test_hf_loop_stop_gives_the_full_greedy_answer_cut(looping_llama):
     assert cut == [cut_at_loop(t) for t in full] and all(len(c) < len(t) for c, t in zip(cut, full))
     assert gen.usage.completion_tokens - before < before  # fewer tokens generated with the stop
     gen.close()
+
+
+class _Plain(BaseHTTPRequestHandler):
+    """A non-streamed OpenAI answer whose finish_reason is ``server.finish``."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.bodies.append(body)
+        payload = json.dumps({"choices": [{"index": 0, "message": {"content": "def f():\n    return 1\n"},
+                                           "finish_reason": self.server.finish}],
+                              "usage": {"prompt_tokens": 3, "completion_tokens": 7}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@pytest.mark.parametrize("server_finish,stop,expected", [
+    ("stop", ("### Tests",), "stop_or_eos"),  # OpenAI's "stop" covers a stop string and the end of sequence
+    ("stop", (), "eos"),  # no stop string sent: only the end of sequence
+    ("length", ("### Tests",), "length"),
+    ("tool_calls", (), None),  # nothing this tool can use
+])
+def test_a_non_streamed_answer_says_what_the_server_can_tell(server_finish, stop, expected):
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Plain)
+    srv.daemon_threads, srv.finish, srv.bodies = True, server_finish, []
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        gen = make_generator("openai", base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", model="m",
+                             api_key_env=None)
+        [[(text, why)]] = gen.generate_detailed(["p"], SamplingParams(max_new_tokens=64, stop=stop))
+        assert why == expected and text == "def f():\n    return 1\n"
+        assert srv.bodies[0].get("stop") == (list(stop) or None)  # not streamed: the server cuts at the stops
+        gen.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()

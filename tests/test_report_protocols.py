@@ -224,3 +224,17 @@ def test_answers_that_ended_with_no_code_are_counted_apart_from_cap_and_loop(tmp
     rep = write_report([run], out=tmp_path / "out", plots=False, n_boot=200)
     r = rep["answers"]["cd"]["humaneval"]
     assert r["ended_no_code_rate"] == pytest.approx(2 / 12) and r["loop_rate"] == pytest.approx(3 / 12)
+
+
+def test_the_report_says_why_answers_without_code_ended_where_the_eval_recorded_it(tmp_path):
+    run = make_run(tmp_path)
+    res_path = run / "arms" / "cd" / "eval" / "results.json"
+    res = json.loads(res_path.read_text())
+    res["benchmarks"]["humaneval"].update({"finish_known": 40, "no_code_finish": {"eos": 3, "stop": 9}})
+    res_path.write_text(json.dumps(res))
+    rep = write_report([run], out=tmp_path / "out", plots=False, n_boot=200)
+    assert rep["answers"]["cd"]["humaneval"]["no_code_finish"] == {"eos": 3, "stop": 9}
+    assert "finish_known" not in rep["answers"]["cd"]["mbpp"]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert ("cd, humaneval: end of sequence 3, a later section's header (stop string) 9 "
+            "(40 answers say why they ended)") in md

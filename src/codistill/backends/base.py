@@ -105,6 +105,12 @@ def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
     return text[:cut]
 
 
+# why an answer ended: the model's end of sequence, a stop string, the token cap, the loop stop
+# (codistill.loops), or -- where the server's protocol does not tell them apart -- a stop string or
+# the end of sequence (OpenAI's finish_reason "stop" when stop strings were sent)
+FINISH_REASONS = ("eos", "stop", "length", "loop", "stop_or_eos")
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a backend can do, declared by its class (callers read these, never probe with hasattr)."""
@@ -132,6 +138,11 @@ class Generator(ABC):
     @abstractmethod
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[str]]:
         """``params.n`` completions for each prompt, in prompt order."""
+
+    def generate_detailed(self, prompts: list[str], params: SamplingParams) -> list[list[tuple[str, str | None]]]:
+        """:meth:`generate`'s completions each with why it ended (one of :data:`FINISH_REASONS`, or
+        None where the backend does not say)."""
+        return [[(text, None) for text in comps] for comps in self.generate(prompts, params)]
 
     def score(self, prompts: list[str], continuations: list[str]) -> list[list[float]]:
         """Per-token log-probs of each continuation given its prompt (teacher-forced)."""

@@ -25,6 +25,11 @@ Standard library only (``urllib`` + a thread pool): no new dependency.
 * ``stop_on_loop`` (:mod:`codistill.loops`): answers are streamed, one per request, and the client
   leaves a stream as soon as its text ends in a loop (a llama.cpp server then stops generating it);
   the answer is cut where the loop stop cuts it, so it does not depend on how the stream was chunked.
+  A streamed request sends no stop strings: the client leaves the stream at the first one itself,
+  so the answer is the same and its end is known (:meth:`generate_detailed`).
+* Why each answer ended (:data:`codistill.backends.base.FINISH_REASONS`): a streamed answer knows
+  (``eos``, ``stop``, ``length``, ``loop``); a non-streamed one gets the server's ``length`` or, where
+  stop strings were sent, ``stop_or_eos`` (OpenAI's ``stop`` covers both).
 """
 
 from __future__ import annotations
@@ -143,7 +148,7 @@ class OpenAIGenerator(Generator):
         return self.base_url + ("/completions" if self.prompt_mode == "completion"
                                 else "/chat/completions")
 
-    def _body(self, prompt: str, params: SamplingParams, n: int, seed: int | None) -> dict:
+    def _body(self, prompt: str, params: SamplingParams, n: int, seed: int | None, send_stops: bool = True) -> dict:
         body: dict = {
             "model": self.model,
             "max_tokens": params.max_new_tokens,
@@ -151,7 +156,7 @@ class OpenAIGenerator(Generator):
             "top_p": params.top_p,
             "n": n,
         }
-        if params.stop:
+        if params.stop and send_stops:
             body["stop"] = list(params.stop[: self.max_server_stops])
         if seed is not None:
             body["seed"] = seed
@@ -221,10 +226,7 @@ class OpenAIGenerator(Generator):
                        "(teach: --retries) for a slow server.")
 
     def _texts(self, payload: dict) -> list[str]:
-        choices = payload.get("choices") or []
-        if not isinstance(choices, list):
-            choices = []
-        choices = sorted((c for c in choices if isinstance(c, dict)), key=lambda c: c.get("index") or 0)
+        choices = _choices(payload)
         if self.prompt_mode == "completion":
             return [c.get("text") or "" for c in choices]
         return [((c.get("message") if isinstance(c.get("message"), dict) else {}).get("content") or "")
@@ -241,7 +243,7 @@ class OpenAIGenerator(Generator):
         one completion token per chunk."""
         from codistill.loops import LoopWatch
 
-        watch, text, chunks, finish = LoopWatch(), "", 0, None
+        watch, text, chunks, finish, server_finish = LoopWatch(), "", 0, None, None
         usage: dict = {}
         longest_stop = max((len(x) for x in params.stop), default=0)
         for raw in resp:
@@ -268,31 +270,41 @@ class OpenAIGenerator(Generator):
                     text += piece
                     chunks += 1
                     if longest_stop and any(x and x in text[-(len(piece) + longest_stop):] for x in params.stop):
-                        finish = "stop"
-                finish = c.get("finish_reason") or finish
-            if finish == "stop" or watch.feed(text):
-                finish = finish or "loop"
+                        finish = "stop"  # a stop string: the client stops (none is sent to the server)
+                server_finish = c.get("finish_reason") or server_finish
+            if finish == "stop":
                 break
-        if finish is None:
-            raise _BadResponse(f"HTTP 200 stream ended before its end ({chunks} chunks, no finish_reason, no [DONE])")
+            if not server_finish and watch.feed(text):
+                finish = "loop"
+                break
+            # a finish_reason from the server: read on to [DONE] (OpenAI sends the usage after it)
+        if finish == "done":  # the server ended it: its "stop" is the end of sequence here, "length" the cap
+            finish = {"stop": "eos", "length": "length"}.get(server_finish) if server_finish else None
+        elif finish is None:
+            if not server_finish:
+                raise _BadResponse(f"HTTP 200 stream ended before its end ({chunks} chunks, no finish_reason, no [DONE])")
+            finish = {"stop": "eos", "length": "length"}.get(server_finish)
         if not usage:
             usage = {"completion_tokens": chunks}
         choice = {"index": 0, "finish_reason": finish}
         choice.update({"text": text} if self.prompt_mode == "completion" else {"message": {"content": text}})
         return {"choices": [choice], "usage": usage}
 
-    def _one_prompt(self, prompt: str, params: SamplingParams) -> list[str]:
+    def _one_prompt(self, prompt: str, params: SamplingParams) -> list[tuple[str, str | None]]:
         texts: list[str] = []
+        finishes: list[str | None] = []
         k = 0
         while len(texts) < params.n:
             seed = None if params.seed is None else params.seed + k
             if params.stop_on_loop:  # streamed, one answer per request, each left as soon as it loops
                 want = 1
-                payload = self._post({**self._body(prompt, params, 1, seed), **self.stream_fields},
+                payload = self._post({**self._body(prompt, params, 1, seed, send_stops=False), **self.stream_fields},
                                      read=lambda resp: self._read_stream(resp, params))
+                why = [c.get("finish_reason") for c in _choices(payload)]
             else:
                 want = params.n - len(texts)
                 payload = self._post(self._body(prompt, params, want, seed))
+                why = [_server_finish(c.get("finish_reason"), bool(params.stop)) for c in _choices(payload)]
             usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
             self.usage.add(prompt_tokens=usage.get("prompt_tokens") or 0,
                            completion_tokens=usage.get("completion_tokens") or 0)
@@ -300,20 +312,39 @@ class OpenAIGenerator(Generator):
             if not got:
                 raise HTTPBackendError(f"server returned no choices: {str(payload)[:300]}")
             texts.extend(got[:want])
+            finishes.extend(why[:want])
             k += 1
-        return [finish_text(t, params) for t in texts]
+        return [(finish_text(t, params), f) for t, f in zip(texts, finishes)]
 
-    def generate(self, prompts: list[str], params: SamplingParams | None = None) -> list[list[str]]:
+    def generate_detailed(self, prompts: list[str], params: SamplingParams | None = None):
         params = params or SamplingParams()
         if self._pool is None:
             raise RuntimeError("generator is closed")
         futures = [self._pool.submit(self._one_prompt, p, params) for p in prompts]
         return [f.result() for f in futures]
 
+    def generate(self, prompts: list[str], params: SamplingParams | None = None) -> list[list[str]]:
+        return [[text for text, _ in outs] for outs in self.generate_detailed(prompts, params)]
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _choices(payload: dict) -> list[dict]:
+    choices = payload.get("choices") or []
+    if not isinstance(choices, list):
+        return []
+    return sorted((c for c in choices if isinstance(c, dict)), key=lambda c: c.get("index") or 0)
+
+
+def _server_finish(reason, stops_sent: bool) -> str | None:
+    """A non-streamed answer's end, from OpenAI's ``finish_reason``: ``stop`` is a stop string or
+    the end of sequence, which the protocol does not tell apart when stop strings were sent."""
+    if reason == "stop":
+        return "stop_or_eos" if stops_sent else "eos"
+    return reason if reason in ("length",) else None
 
 
 class _BadResponse(Exception):

@@ -94,7 +94,22 @@ def answer_rates(samples: list[dict]) -> dict:
             "no_code_rate": (sum(not s.get("has_code", True) for s in samples) / n) if n else None,
             "loop_rate": (sum(loops) / n) if n else None,
             "ended_no_code_rate": (sum(ended) / len(ended)) if ended else None,
-            "answers": n}
+            "answers": n, **_finish_counts(samples)}
+
+
+def _finish_counts(samples: list[dict]) -> dict:
+    """Where the backend said why each answer ended (``finish_reason``, one of
+    :data:`codistill.backends.base.FINISH_REASONS`): ``finish_known`` answers say, and
+    ``no_code_finish`` counts the reasons among those with no code -- which tells a model that ended
+    before its code (``eos``) from one cut at a later section's header (``stop``). Empty where none says."""
+    known = [s for s in samples if s.get("finish_reason")]
+    if not known:
+        return {}
+    counts: dict[str, int] = {}
+    for s in known:
+        if not s.get("has_code", True):
+            counts[s["finish_reason"]] = counts.get(s["finish_reason"], 0) + 1
+    return {"finish_known": len(known), "no_code_finish": dict(sorted(counts.items()))}
 
 
 def _structure_metrics(problems: dict[str, Problem], verdicts: list[dict]) -> dict:

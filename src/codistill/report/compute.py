@@ -19,7 +19,7 @@ import math
 import re
 import statistics
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from codistill.report.cost import cost_part
 from codistill.report.load import Arm, RunInfo, _split_spec
@@ -79,6 +79,8 @@ class AnswerRates(TypedDict):
     no_code_rate: float | None
     loop_rate: float | None  # None: judged before the rate existed
     ended_no_code_rate: float | None  # no code, neither capped nor looping (evaluation.judging.answer_rates)
+    finish_known: NotRequired[int]  # answers whose backend said why they ended
+    no_code_finish: NotRequired[dict[str, int]]  # why the answers with no code ended, where said
 
 
 class Smoke(TypedDict):
@@ -324,8 +326,11 @@ def _answer_rates(arm: Arm, bench: str) -> AnswerRates:
         now = answer_rates(list(read_jsonl(samples)))
         loops = now["loop_rate"] if loops is None else loops
         ended = now["ended_no_code_rate"] if ended is None else ended
-    return {"cap_hit_rate": b.get("cap_hit_rate"), "no_code_rate": b.get("no_code_rate"), "loop_rate": loops,
-            "ended_no_code_rate": ended}
+    out: AnswerRates = {"cap_hit_rate": b.get("cap_hit_rate"), "no_code_rate": b.get("no_code_rate"),
+                        "loop_rate": loops, "ended_no_code_rate": ended}
+    if b.get("finish_known"):
+        out["finish_known"], out["no_code_finish"] = b["finish_known"], dict(b.get("no_code_finish") or {})
+    return out
 
 
 def _cap_warnings(arms: list[Arm], benches: list[str]) -> list[str]:

@@ -18,6 +18,10 @@ from codistill.report.paired import (baseline_cell, baselines_used, beyond_basel
 
 __all__ = ["Block", "Section", "build_sections"]
 
+# codistill.backends.base.FINISH_REASONS, as the report says them
+FINISH_LABELS = {"eos": "end of sequence", "stop": "a later section's header (stop string)", "length": "the cap",
+                 "loop": "the loop stop", "stop_or_eos": "stop string or end of sequence"}
+
 
 def _pct(x: float | None, nd: int = 1) -> str:
     return "–" if x is None else f"{100 * x:.{nd}f}"
@@ -237,6 +241,13 @@ def build_sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict)
                    "header of a section after the code, where the format stops generation). *Ends in a loop*: answers whose last "
                    "200+ characters repeat one block at least three times (a degenerate repetition; – where the eval "
                    "was judged before this rate existed).")]
+        why = [f"{a}, {bch}: " + (", ".join(f"{FINISH_LABELS.get(k, k)} {v}" for k, v in r["no_code_finish"].items())
+                                   or "none") + f" ({r['finish_known']} answers say why they ended)"
+               for a in order for bch, r in (ans.get(a) or {}).items() if r.get("finish_known")]
+        if why:
+            b.append(Block("p", "Why the answers with no code ended, where the backend said (a streamed answer "
+                           "knows; answers generated before this was recorded do not say):"))
+            b.append(Block("list", items=why))
         if over:
             b.append(Block("warn", "Guard overrides used:", items=over))
         secs.append(("Protocol and answer lengths", b))

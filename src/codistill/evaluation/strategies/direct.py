@@ -10,5 +10,9 @@ class DirectStrategy(InferenceStrategy):
 
     def answer(self, units: list[Unit], params) -> list[list[dict]]:
         stops = tuple(dict.fromkeys(s for u in units for s in u.stops))
-        outs = self.generator.generate([u.prompt for u in units], params.model_copy(update={"stop": stops}))
-        return [[{"completion_raw": text} for text in comps] for comps in outs]
+        prompts, params = [u.prompt for u in units], params.model_copy(update={"stop": stops})
+        detailed = getattr(self.generator, "generate_detailed", None)  # why each answer ended, where known
+        outs = detailed(prompts, params) if detailed is not None else \
+            [[(text, None) for text in comps] for comps in self.generator.generate(prompts, params)]
+        return [[{"completion_raw": text, **({"finish_reason": why} if why else {})} for text, why in comps]
+                for comps in outs]
