@@ -268,7 +268,7 @@ def _loops_args(p: argparse.ArgumentParser) -> None:
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     _add_data_dir(p)
-    p.add_argument("recipe", help="recipe YAML file, or a packaged recipe: demo, paper-small, gpu-vllm")
+    p.add_argument("recipe", help="recipe YAML file, or a packaged recipe: demo, paper-small, paper-medium, gpu-vllm")
     p.add_argument("--out", default=None, help="run directory (default: the recipe's out_dir, else runs/<name>)")
     p.add_argument("--only", default=None, help="comma list of stages to run (data,teach,train,eval,report); "
                    "a stage that is needed but left out stops the run there")

@@ -23,7 +23,7 @@ __all__ = ["recipe_path", "load_recipe", "check_stages"]
 
 
 def recipe_path(spec: str | os.PathLike) -> Path:
-    """A recipe file, or the name of a packaged recipe (``demo``, ``paper-small``, ``gpu-vllm``)."""
+    """A recipe file, or the name of a packaged recipe (``demo``, ``paper-small``, ``paper-medium``, ``gpu-vllm``)."""
     p = Path(spec)
     if p.is_file():
         return p
