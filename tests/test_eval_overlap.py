@@ -101,24 +101,35 @@ def test_an_error_loses_only_the_answers_in_flight(tmp_path):
 
 
 def test_an_answer_is_written_before_the_slow_one_beside_it_ends(tmp_path):
-    """What an interruption would lose: only the unit still generating. The file holds every fast
-    answer while the slow one (same batch) is still in flight."""
-    server = SlowServer(concurrent=True)
+    """What an interruption would lose: only the unit still generating. The slow answer (same
+    batch) is held until the file holds every fast answer; without per-answer writes it never would."""
+    gate = threading.Event()
+
+    class Gated(SlowServer):
+        def generate(self, prompts, params=None):
+            if any(p.startswith("slow:") for p in prompts):
+                gate.wait(timeout=60)
+            return super().generate(prompts, params)
+
     out = tmp_path / "live"
     out.mkdir()
     cfg = EvalConfig(model="fake", batch_size=8, seed=7)
-    units = {"slow": Unit(key="slow", task_id="slow", prompt="slow:1.0", problem=None),
-             **{f"f{i}": Unit(key=f"f{i}", task_id=f"f{i}", prompt=f"f{i}:0.01", problem=None) for i in range(3)}}
-    seen: list[list[str]] = []
+    units = {"slow": Unit(key="slow", task_id="slow", prompt="slow:0", problem=None),
+             **{f"f{i}": Unit(key=f"f{i}", task_id=f"f{i}", prompt=f"f{i}:0", problem=None) for i in range(3)}}
+    seen: list[str] = []
 
     def watch():
-        time.sleep(0.5)
         path = out / "generations.jsonl"
-        seen.append([json.loads(x)["task_id"] for x in path.read_text().splitlines()] if path.exists() else [])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(seen) < 3:
+            seen[:] = [json.loads(x)["task_id"] for x in path.read_text().splitlines()] if path.exists() else []
+            time.sleep(0.01)
+        gate.set()
 
     t = threading.Thread(target=watch)
     t.start()
-    generate_missing(cfg, DirectStrategy(server), units, {k: [] for k in units}, out, None, Console(quiet=True),
-                     False, "test")
+    generate_missing(cfg, DirectStrategy(Gated(concurrent=True)), units, {k: [] for k in units}, out, None,
+                     Console(quiet=True), False, "test")
     t.join()
-    assert sorted(seen[0]) == ["f0", "f1", "f2"]  # written while "slow" was still being answered
+    assert sorted(seen) == ["f0", "f1", "f2"]  # written while "slow" was held
+    assert len((out / "generations.jsonl").read_text().splitlines()) == 4

@@ -210,7 +210,29 @@ def test_hf_loop_stop_gives_the_full_greedy_answer_cut(looping_llama):
     assert all(loop_stop_point(t) is not None for t in full)  # the model loops: the test means something
     assert cut == [cut_at_loop(t) for t in full] and all(len(c) < len(t) for c, t in zip(cut, full))
     assert gen.usage.completion_tokens - before < before  # fewer tokens generated with the stop
+    # why each ended: the loop stop; without it, the cap; at a stop string inside the loop, the stop
+    assert [why for [(_, why)] in gen.generate_detailed(prompts, SamplingParams(max_new_tokens=320, stop_on_loop=True))] \
+        == ["loop"] * 3
+    assert [why for [(_, why)] in gen.generate_detailed(prompts, SamplingParams(max_new_tokens=40))] == ["length"] * 3
+    stop = full[0][20:26]
+    [[(text, why)]] = gen.generate_detailed(prompts[:1], SamplingParams(max_new_tokens=320, stop=(stop,)))
+    assert why == "stop" and text == full[0][:full[0].index(stop)]
     gen.close()
+
+
+def test_why_a_generated_row_ended_is_its_first_event():
+    from codistill.backends.hf import _why_ended
+
+    plain = SamplingParams(max_new_tokens=5)
+    assert _why_ended("abc", [1, 2, 3], True, plain) == "eos"
+    assert _why_ended("abcde", [1, 2, 3, 4, 5], False, plain) == "length"
+    assert _why_ended("abc", [1, 2, 3], False, plain) is None  # a stopping criterion this does not know
+    assert _why_ended("ab### Tests", [1] * 5, True, SamplingParams(max_new_tokens=5, stop=("### Tests",))) == "stop"
+    # a loop before the stop string: the loop stop cut first
+    looped = LOOPING + "### Tests"
+    assert _why_ended(looped, [1] * 9, False, SamplingParams(max_new_tokens=9, stop=("### Tests",), stop_on_loop=True)) \
+        == "loop"
+    assert _why_ended(looped, [1] * 9, False, SamplingParams(max_new_tokens=9, stop=("### Tests",))) == "stop"
 
 
 class _Plain(BaseHTTPRequestHandler):

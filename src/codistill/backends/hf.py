@@ -47,6 +47,7 @@ from codistill.backends.base import (  # noqa: E402
     PromptMode,
     SamplingParams,
     finish_text,
+    truncate_at_stop,
 )
 
 __all__ = ["HFGenerator", "StopOnLoop", "StopOnStrings"]
@@ -223,16 +224,20 @@ class HFGenerator(Generator):
     # ------------------------------------------------------------------ generation
 
     def generate(self, prompts: list[str], params: SamplingParams | None = None) -> list[list[str]]:
-        return [[text for _, text in rows] for rows in self._run(prompts, params)]
+        return [[text for _, text, _ in rows] for rows in self._run(prompts, params)]
+
+    def generate_detailed(self, prompts: list[str], params: SamplingParams | None = None):
+        """:meth:`generate` with why each answer ended (``eos``, ``stop``, ``loop``, ``length``)."""
+        return [[(text, why) for _, text, why in rows] for rows in self._run(prompts, params)]
 
     def generate_tokens(self, prompts: list[str], params: SamplingParams | None = None
                         ) -> list[list[list[int]]]:
         """Like :meth:`generate` but the generated token ids (cut at end-of-sequence, not at
         stop strings), for exact comparisons and token counts."""
-        return [[ids for ids, _ in rows] for rows in self._run(prompts, params)]
+        return [[ids for ids, _, _ in rows] for rows in self._run(prompts, params)]
 
     def _run(self, prompts: list[str], params: SamplingParams | None
-             ) -> list[list[tuple[list[int], str]]]:
+             ) -> list[list[tuple[list[int], str, str | None]]]:
         params = params or SamplingParams()
         if not prompts:
             return []
@@ -244,7 +249,7 @@ class HFGenerator(Generator):
         rows = [(pi, r) for pi in range(len(prompts)) for r in range(reps)]
         # longest first (stable): similar lengths share a batch, so little padding
         order = sorted(range(len(rows)), key=lambda k: -len(encoded[rows[k][0]]))
-        outs: list[tuple[list[int], str] | None] = [None] * len(rows)
+        outs: list[tuple[list[int], str, str | None] | None] = [None] * len(rows)
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.inference_mode())
             if params.seed is not None:  # seed locally; the caller's RNG state is left alone
@@ -256,7 +261,7 @@ class HFGenerator(Generator):
                 got = self._generate_batch([encoded[rows[k][0]] for k in chunk], params)
                 for k, out in zip(chunk, got):
                     outs[k] = out
-        result: list[list[tuple[list[int], str]]] = [[] for _ in prompts]
+        result: list[list[tuple[list[int], str, str | None]]] = [[] for _ in prompts]
         for (pi, _), out in zip(rows, outs):
             result[pi].append(out)  # type: ignore[arg-type]
         if reps == 1 and params.n > 1:
@@ -264,7 +269,7 @@ class HFGenerator(Generator):
         return result
 
     def _generate_batch(self, batch: list[list[int]], params: SamplingParams
-                        ) -> list[tuple[list[int], str]]:
+                        ) -> list[tuple[list[int], str, str | None]]:
         input_ids, attention_mask = self._left_pad(batch)
         prompt_len = input_ids.shape[1]
         criteria = StoppingCriteriaList()
@@ -296,7 +301,7 @@ class HFGenerator(Generator):
             ids = row if cut is None else row[:cut]
             n_completion += len(ids) + (0 if cut is None else 1)
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            results.append((ids, finish_text(text, params)))
+            results.append((ids, finish_text(text, params), _why_ended(text, ids, cut is not None, params)))
         self.usage.add(prompt_tokens=sum(len(b) for b in batch), completion_tokens=n_completion,
                        requests=len(batch))
         return results
@@ -353,3 +358,20 @@ class HFGenerator(Generator):
     def close(self) -> None:
         self.model = None
         self.tokenizer = None
+
+
+def _why_ended(text: str, ids: list[int], eos: bool, params: SamplingParams) -> str | None:
+    """Why a generated row ended, by the first event in its text: the loop stop (it cuts before
+    the stop string it may run into), a stop string, the end of sequence (``eos``: an end token
+    follows the text; a row a stopping criterion ended is padded with it, hence the order), the cap."""
+    cut = truncate_at_stop(text, params.stop)
+    if params.stop_on_loop:  # StopOnLoop ends a row where the loop stop fires (the padding after it reads as eos)
+        from codistill.loops import loop_stop_point
+
+        if loop_stop_point(cut) is not None:
+            return "loop"
+    if cut != text:
+        return "stop"
+    if eos:
+        return "eos"
+    return "length" if len(ids) >= params.max_new_tokens else None
