@@ -67,6 +67,15 @@ def test_recipe_runs_every_stage_then_skips_then_reruns_only_what_changed(ml, tm
     assert all(r["structure_loss"] is None for r in cd_log) and all(r["structure_loss"] is not None for r in sa_log)
     assert (run / "report.md").is_file() and (run / "report.html").is_file() and (run / "recipe.yaml").is_file()
     assert out["manifest"]["smoke"] is True
+    # codistill status reads the same: every stage complete, in its recorded folder; the long stages
+    # left their final progress state there
+    from codistill.recipe.status import run_status
+
+    st = {s["name"]: s for s in run_status(run)["stages"]}
+    assert all(s["status"] == "complete" for s in st.values())
+    assert st["eval:cd"]["folder"] == "arms/cd/eval" and st["train:cd_sa"]["folder"] == "arms/cd_sa/train"
+    for folder in ("teach", "arms/cd/train", "arms/base/eval"):
+        assert json.loads((run / folder / ".progress.json").read_text())["state"] == "done", folder
     teacher_calls = len(server.requests)
     assert teacher_calls >= 3
 

@@ -29,6 +29,7 @@ from codistill.cli_flags import (  # build_parser calls config_flags through thi
     _models_args,
     _pairs_args,
     _loops_args,
+    _status_args,
     _report_args,
     _run_args,
     _select_args,
@@ -267,6 +268,19 @@ def cmd_loops(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    import json
+
+    from codistill.recipe.status import print_status, run_status
+
+    status = run_status(args.run_dir)
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print_status(status)
+    return 0
+
+
 # verb -> (help, its own flags, the function it runs, extra add_parser arguments); in --help order.
 # A verb listed in config_flags() also gets one flag per setting of its config.
 VERBS: dict[str, tuple[str, object, str, dict]] = {
@@ -301,6 +315,8 @@ VERBS: dict[str, tuple[str, object, str, dict]] = {
               "verdicts flipped (judged again), tokens saved; for a validation split", _loops_args, "cmd_loops", {}),
     "run": ("a whole experiment from one YAML recipe: data → teach → train (arms) → eval → report; resumes and "
             "re-runs only what changed", _run_args, "cmd_run", {}),
+    "status": ("where a recipe run stands: each stage's status and wall time, how far an unfinished one got, "
+               "and whether a process still works on it (read from the run's files)", _status_args, "cmd_status", {}),
     "benchmarks": ("list the benchmarks and problem sources codistill can load", None, "cmd_benchmarks", {}),
 }
 

@@ -266,6 +266,11 @@ def _loops_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="sandbox workers for the answers judged again")
 
 
+def _status_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a recipe run directory (the --out of codistill run)")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
 def _run_args(p: argparse.ArgumentParser) -> None:
     _add_data_dir(p)
     p.add_argument("recipe", help="recipe YAML file, or a packaged recipe: demo, paper-small, paper-medium, gpu-vllm")

@@ -14,7 +14,10 @@ each finished item. It
   progress output).
 
 The rate counts only the items finished since this object started (a resumed run's earlier
-items are in ``done`` but not in the rate). Cheap to import: rich is imported only for a bar.
+items are in ``done`` but not in the rate). With ``state=PATH`` every line is also written,
+atomically, to that JSON file with the counts, the process (pid, host) and the time, so that
+``codistill status RUN`` can say where a stage is and whether a process still works on it.
+Cheap to import: rich is imported only for a bar.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-__all__ = ["Progress", "format_duration", "format_rate"]
+__all__ = ["PROGRESS_FILE", "Progress", "format_duration", "format_rate"]
 
 DEFAULT_EVERY_S = 30.0
+PROGRESS_FILE = ".progress.json"  # a stage folder's progress state (Progress(state=...), codistill status)
 
 
 def format_duration(seconds: float) -> str:
@@ -69,13 +73,16 @@ class Progress:
         describe: called when a line is written; its text is appended (counters that change
             between advances, e.g. teacher calls and cache hits).
         clock: a monotonic clock (tests pass a fake one).
+        state: a JSON file rewritten with every line (see the module docstring; conventionally
+            ``<stage folder>/.progress.json``, which ``codistill status`` looks for).
     """
 
     def __init__(self, label: str, total: int, *, unit: str = "rows", done: int = 0,
                  every_s: float = DEFAULT_EVERY_S, every_n: int | None = None,
                  logger: logging.Logger | None = None, stream: TextIO | None = None,
                  bar: bool | None = None, echo: bool = True, heartbeat: bool = True,
-                 describe: Callable[[], str] | None = None, clock: Callable[[], float] = time.monotonic):
+                 describe: Callable[[], str] | None = None, clock: Callable[[], float] = time.monotonic,
+                 state=None):
         self.label, self.total, self.unit = label, int(total), unit
         self.done = self.start_done = int(done)
         self.every_s, self.every_n = float(every_s), every_n
@@ -85,6 +92,7 @@ class Progress:
         self.clock = clock
         self.info = ""
         self.describe = describe
+        self.state = state
         self.lines: list[str] = []  # every line written, for callers and tests
         self._want_bar = bar
         self._bar = self._task = None
@@ -126,7 +134,7 @@ class Progress:
             self._stop.set()
             if self._bar is not None:
                 self._bar.stop()
-            self._emit(self.line(final=True, ok=ok))
+            self._emit(self.line(final=True, ok=ok), final=True, ok=ok)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=1.0)
 
@@ -201,9 +209,11 @@ class Progress:
         if due:
             self._emit(self.line())
 
-    def _emit(self, text: str) -> None:
+    def _emit(self, text: str, final: bool = False, ok: bool = True) -> None:
         self._last_t, self._last_n = self.clock(), self.done
         self.lines.append(text)
+        if self.state is not None:
+            self._write_state(text, final, ok)
         lg = self.logger
         if lg.isEnabledFor(logging.INFO) and lg.hasHandlers():
             lg.info(text)
@@ -214,6 +224,26 @@ class Progress:
                 stream.flush()
             except (OSError, ValueError):  # a closed stream must not stop the stage
                 pass
+
+    def _write_state(self, text: str, final: bool, ok: bool) -> None:
+        import os
+        import socket
+        from datetime import datetime, timezone
+
+        from codistill.store import atomic_write_json
+
+        rate = self.rate
+        left = max(0, self.total - self.done)
+        state = {"label": self.label, "unit": self.unit, "done": self.done, "total": self.total,
+                 "rate_per_s": rate, "elapsed_s": round(self.elapsed, 1),
+                 "eta_s": round(left / rate, 1) if rate and not final else None, "line": text,
+                 "state": ("done" if ok and self.done >= self.total else "stopped") if final else "running",
+                 "pid": os.getpid(), "host": socket.gethostname(),
+                 "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        try:
+            atomic_write_json(self.state, state)
+        except OSError:  # progress must never stop the stage
+            pass
 
     def _bar_wanted(self) -> bool:
         if self._want_bar is not None:

@@ -132,7 +132,7 @@ def sample_attempts(cfg, fmt, rows: list[dict], problems: dict, out: Path, gener
     from codistill.backends import SamplingParams
     from codistill.evaluation.extract import build_program
     from codistill.execution.judge import Judge, JudgeConfig
-    from codistill.progress import Progress
+    from codistill.progress import PROGRESS_FILE, Progress
 
     path = out / "attempts.jsonl"
     key = student_key(cfg, fmt)
@@ -155,7 +155,7 @@ def sample_attempts(cfg, fmt, rows: list[dict], problems: dict, out: Path, gener
         with Judge(JudgeConfig(timeout_s=cfg.judge_timeout_s)) as judge, JsonlAppender(path) as app, \
                 JsonlAppender(out / "attempts_log.jsonl") as logapp, \
                 Progress("correct: student", len(rows), unit="problems", done=len(rows) - len(todo),
-                         every_n=cfg.progress_every, logger=log) as prog:
+                         every_n=cfg.progress_every, logger=log, state=out / PROGRESS_FILE) as prog:
             for start in range(0, len(todo), cfg.student.batch_size):
                 chunk = todo[start:start + cfg.student.batch_size]
                 prompts = [fmt.render_prompt(tok, r["prompt"])[0] for r in chunk]

@@ -156,7 +156,7 @@ def _ask(stage: str, cfg, template, fixes: list[dict], problems: dict, out: Path
          key: str) -> tuple[list[dict], dict, dict]:
     """(correction records in failure order, teacher errors by row id, this run's teacher counts)."""
     from codistill.backends.base import ContextSizeError
-    from codistill.progress import Progress
+    from codistill.progress import PROGRESS_FILE, Progress
     from codistill.teacher.cache import ResponseCache
     from codistill.teacher.client import TeacherClient
     from codistill.teacher.modes import RunContext, get_mode
@@ -197,7 +197,7 @@ def _ask(stage: str, cfg, template, fixes: list[dict], problems: dict, out: Path
             log.info("%s: the teacher (%s) corrects %d of %d failures, %d in flight", stage, tc.model, len(todo),
                      len(fixes), workers)
             prog = Progress(f"{stage}: teacher", len(fixes), unit="failures", done=len(fixes) - len(todo),
-                            every_n=cfg.progress_every, logger=log,
+                            every_n=cfg.progress_every, logger=log, state=out / PROGRESS_FILE,
                             describe=lambda: f"teacher calls {client.calls}, cache hits {cache.hits}"
                             + (f", errors {len(errors)}" if errors else ""))
             with JsonlAppender(path) as app, prog:

@@ -71,7 +71,7 @@ def generate_missing(cfg: EvalConfig, strategy: InferenceStrategy, units: dict[s
     console.print(f"generating: {len(todo)} of {len(units)} prompts × {cfg.n_samples} sample(s) "
                   f"({mode_label}, {'greedy' if cfg.temperature == 0 else f'T={cfg.temperature}'}, "
                   f"strategy {strategy.name})")
-    from codistill.progress import Progress
+    from codistill.progress import PROGRESS_FILE, Progress
 
     usage = strategy.usage
     answered0 = usage.requests if usage is not None else 0
@@ -107,8 +107,9 @@ def generate_missing(cfg: EvalConfig, strategy: InferenceStrategy, units: dict[s
 
     try:
         with JsonlAppender(out / "generations.jsonl") as app, JsonlAppender(out / "generation_log.jsonl") as logapp, \
-                Progress("generate", len(todo), unit="prompts", logger=logging.getLogger(LOGGER),
-                         bar=None if progress else False, echo=progress, describe=live) as bar:
+                Progress("generate", len(units), unit="prompts", done=len(units) - len(todo),
+                         logger=logging.getLogger(LOGGER), bar=None if progress else False, echo=progress,
+                         describe=live, state=out / PROGRESS_FILE) as bar:
             tg = time.perf_counter()
             usage_before = usage.completion_tokens if tokenizer is None and usage is not None else None
             spent_before = {k: u.as_dict() for k, u in models.items()}

@@ -102,7 +102,8 @@ class _Runner:
             raise _NotRun(name)
         self.console.rule(f"[bold]{name}")
         started = _now()
-        self.manifest.set(name, key=key, compat=compat, status="running", started=started)
+        self.manifest.set(name, key=key, compat=compat, status="running", started=started,
+                          folder=folder.relative_to(self.run).as_posix() if folder.is_relative_to(self.run) else str(folder))
         t0 = time.perf_counter()
         try:
             info = fn() or {}

@@ -186,13 +186,13 @@ def _usage(this_run: dict, generator, before: dict | None, t0: float) -> None:
 
 def _score(cfg, fmt, generator, tokenizer, judge, todo: list, rec_path: Path, run_key: str, done: dict,
            total: int, progress: bool, this_run: dict) -> None:
-    from codistill.progress import Progress
+    from codistill.progress import PROGRESS_FILE, Progress
     from codistill.select.sample import BatchScorer
 
     scorer = BatchScorer(cfg, fmt, generator, tokenizer, judge)
     counts = {"samples": 0, "ablations": 0}
     prog = Progress("select", total, unit="problems", done=total - len(todo), every_n=cfg.progress_every, logger=log,
-                    echo=progress, bar=None if progress else False,
+                    echo=progress, state=out / PROGRESS_FILE, bar=None if progress else False,
                     describe=lambda: f"student samples {counts['samples']}, step ablations {counts['ablations']}")
     with JsonlAppender(rec_path) as app, prog:
         for i in range(0, len(todo), cfg.problems_per_batch):

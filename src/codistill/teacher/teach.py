@@ -270,12 +270,12 @@ def _ask(cfg: TeachConfig, rows: list[dict], todo: list[dict], runners: dict[str
     (:meth:`TeachConfig.row_mode`); each record is appended to ``contexts.jsonl`` as soon as its row
     is finished. A row whose teacher call failed goes to ``errors`` (it stays to do); see
     :func:`codistill.teacher.pool.ask_rows`."""
-    from codistill.progress import Progress
+    from codistill.progress import PROGRESS_FILE, Progress
 
     client, cache = runners[cfg.mode].client, runners[cfg.mode].cache
     workers = 1 if cfg.teacher.backend == "llamacpp" else cfg.teacher.concurrency
     prog = Progress("teach", len(rows), unit="rows", done=len(rows) - len(todo), every_n=cfg.progress_every,
-                    logger=log, describe=lambda: f"teacher calls {client.calls}, cache hits {cache.hits}"
+                    logger=log, state=Path(ctx_path).parent / PROGRESS_FILE, describe=lambda: f"teacher calls {client.calls}, cache hits {cache.hits}"
                     + (f", errors {len(errors)}" if errors else ""))
     with JsonlAppender(ctx_path) as app, prog:
         def record(row: dict, rec: dict) -> None:

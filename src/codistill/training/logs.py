@@ -41,11 +41,12 @@ class TrainLogs:
                 self.tb = SummaryWriter(str(output_dir / "tensorboard"), purge_step=start + 1 if start else None)
             except ImportError:
                 self.tb = None
-        from codistill.progress import Progress
+        from codistill.progress import PROGRESS_FILE, Progress
 
         # the bar only with logging.progress; the lines always (they go through logging)
         self.progress = Progress("train", total, unit="steps", done=start, logger=logger,
-                                 bar=None if lcfg.progress else False, echo=lcfg.progress).start()
+                                 bar=None if lcfg.progress else False, echo=lcfg.progress,
+                                 state=output_dir / PROGRESS_FILE if active else None).start()
 
     def record(self, rec: dict) -> None:
         if not self.active:
