@@ -192,7 +192,7 @@ def _score(cfg, fmt, generator, tokenizer, judge, todo: list, rec_path: Path, ru
     scorer = BatchScorer(cfg, fmt, generator, tokenizer, judge)
     counts = {"samples": 0, "ablations": 0}
     prog = Progress("select", total, unit="problems", done=total - len(todo), every_n=cfg.progress_every, logger=log,
-                    echo=progress, state=out / PROGRESS_FILE, bar=None if progress else False,
+                    echo=progress, state=rec_path.parent / PROGRESS_FILE, bar=None if progress else False,
                     describe=lambda: f"student samples {counts['samples']}, step ablations {counts['ablations']}")
     with JsonlAppender(rec_path) as app, prog:
         for i in range(0, len(todo), cfg.problems_per_batch):
