@@ -86,7 +86,7 @@ def test_corrections_kept_dropped_rows_and_cost(tmp_path, teacher):
     assert att["inc"]["samples"][0]["report"] == {"status": "fail", "input": "inc(1)", "expected": "2", "got": "3"}
     assert att["half"]["samples"][0]["status"] == "error"
     assert "ZeroDivisionError" in att["half"]["samples"][0]["report"]["error"]
-    assert student.calls[0][1].n == 3 and student.calls[0][1].stop == ("\n\n### Tests",)
+    assert student.calls[0][1].n == 3 and student.calls[0][1].stop == ("\n```\n\n### Tests",)
     assert student.calls[0][0][0] == "[[inc]] Write inc(n).\n"  # the format's prompt (completion mode)
 
     # 2. the teacher saw the problem, the failed answer and the judge's report, once per distinct failure

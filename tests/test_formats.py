@@ -24,7 +24,8 @@ RECORD = {"id": "t1", "prompt": STATEMENT, "context": "Add the two numbers.\nUse
 def test_packaged_formats_and_their_stops():
     paper = get_format("paper")
     assert paper.prompt_mode == "chat" and paper.prompt_template == "{prompt}"
-    assert paper.stop_strings() == ["\n\n### Tests"]  # generation may end where the tests would begin
+    # generation may end where the tests begin, once the code section is closed (stop rule 2)
+    assert paper.stop_strings() == ["\n```\n\n### Tests"]
     assert get_format("paper-no-tests").stop_strings() == []
     assert get_format(None) == paper
     evalplus = get_format({"base": "paper", "prompt_template": "evalplus", "name": "x"})

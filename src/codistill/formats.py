@@ -19,7 +19,8 @@ A format has two halves:
 * **layout**: ``sections``, in order, each a template with one of ``{context}``, ``{code}``,
   ``{tests}``, joined by ``section_separator`` (a section with an empty field is left out);
   ``stop_after_code``: at evaluation, generation stops where the section after the code would
-  begin (so the tests a student learned to write cost no tokens at judging time).
+  begin, once the code section is closed (so the tests a student learned to write cost no tokens
+  at judging time, and a student that writes its tests before its code still gets to its code).
 
 ``standard`` is not a trained format but the zero-shot protocol (EvalPlus's instruction prompt
 through the backend's chat API, any answer layout): the untouched base is judged under it.
@@ -41,6 +42,10 @@ DEFAULT_SECTIONS = [
 SECTION_FIELDS = ("context", "code", "tests")
 PACKAGED_TEMPLATES = {"bare": "{prompt}"}  # evalplus: templates/eval_chat.txt
 STANDARD = "standard"
+# Which stop rule a format's stop_strings() follow: 2 = a later section's header stops generation
+# only once the code section is closed (1: anywhere). Part of a format eval's recipe key, so an eval
+# made under rule 1 is run again and regenerates the answers rule 1 cut short (codistill.evaluation.restop).
+STOP_RULE = 2
 
 
 def _packaged_template(name: str) -> str | None:
@@ -142,8 +147,24 @@ class StudentFormat(BaseModel):
     def _code_index(self) -> int:
         return next(i for i, s in enumerate(self.sections) if "{code}" in s)
 
+    def code_tail(self) -> str:
+        """The text the code section ends with after the code (``"\\n```"``: its closing fence)."""
+        return self.sections[self._code_index()].split("{code}")[1]
+
     def stop_strings(self) -> list[str]:
-        """Where generation may stop at evaluation: the start of any section after the code."""
+        """Where generation may stop at evaluation: the start of a section after the code, *once the
+        code section is closed* -- each stop is the code section's end (its closing fence), the
+        separator and the later section's header (``"\\n```\\n\\n### Tests"``). A model that writes a
+        later section before its code (the tests straight after the reasoning) is not cut off
+        there: it goes on, and may still write its code (stop rule 2, :data:`STOP_RULE`; rule 1
+        stopped at the bare header, see :meth:`stop_strings_rule1`). The cut text ends with the
+        code (its closing fence is part of the stop); the extractor reads an unclosed fence."""
+        return [self.code_tail() + h for h in self.stop_strings_rule1()] if self.code_tail() else \
+            self.stop_strings_rule1()
+
+    def stop_strings_rule1(self) -> list[str]:
+        """Stop rule 1 (runs before 2026-12-02): the separator and a later section's header, wherever
+        they come, so a model that wrote its tests before its code was stopped before the code."""
         if not self.stop_after_code:
             return []
         out = []

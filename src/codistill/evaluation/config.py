@@ -97,11 +97,17 @@ class EvalConfig(BaseModel):
     def key(self) -> dict:
         """The stage's identity for a recipe (the adapter enters through its content hash)."""
         d = self.model_dump(exclude={"adapter", *self.SPEED_FIELDS})
-        return {k: v for k, v in d.items() if k not in self.LATER_FIELDS or v != self.LATER_FIELDS[k]}
+        key = {k: v for k, v in d.items() if k not in self.LATER_FIELDS or v != self.LATER_FIELDS[k]}
+        if self.format not in (None, "standard"):  # a format eval made under an earlier stop rule is run
+            from codistill.formats import STOP_RULE  # again: it asks again what that rule cut short
+
+            key["stop_rule"] = STOP_RULE
+        return key
 
     def compat_key(self) -> dict:
-        """:meth:`key` without what a resumed eval can add to (benchmarks, limit): same generations."""
-        return {k: v for k, v in self.key().items() if k not in ("benchmarks", "limit")}
+        """:meth:`key` without what a resumed eval can add to or redo (benchmarks, limit, the stop
+        rule): the same generations, kept."""
+        return {k: v for k, v in self.key().items() if k not in ("benchmarks", "limit", "stop_rule")}
 
     def changed_generation_settings(self, old: dict) -> list[str]:
         """Names of generation settings that differ from an earlier run's config.json."""

@@ -58,8 +58,9 @@ def load_generations(out: Path) -> dict[str, list[dict]]:
 
 def generate_missing(cfg: EvalConfig, strategy: InferenceStrategy, units: dict[str, Unit],
                      have: dict[str, list[dict]], out: Path, tokenizer: Any, console, progress: bool,
-                     mode_label: str) -> dict:
-    """Ask ``strategy`` for every missing answer; returns ``{"new_tokens", "seconds"}`` of this call."""
+                     mode_label: str, marks: dict | None = None) -> dict:
+    """Ask ``strategy`` for every missing answer; returns ``{"new_tokens", "seconds"}`` of this call.
+    ``marks``: fields written on every new row (a format eval's ``stop_rule``)."""
     from codistill.backends import SamplingParams
 
     todo = [u for k, u in units.items() if len(have[k]) < cfg.n_samples]
@@ -140,7 +141,7 @@ def generate_missing(cfg: EvalConfig, strategy: InferenceStrategy, units: dict[s
                             ntok = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None else None
                         chunk_tokens += ntok or 0
                         rec = {"gen_key": u.key, "task_id": u.task_id, "sample_index": i, "completion_raw": text,
-                               **{k: v for k, v in ans.items() if k != "completion_raw"}, "n_tokens": ntok}
+                               **{k: v for k, v in ans.items() if k != "completion_raw"}, "n_tokens": ntok, **(marks or {})}
                         app.append(rec)
                         have[u.key].append(rec)
                         n_new += 1

@@ -13,6 +13,8 @@ Run directory layout::
 
     RUN_DIR/config.json          resolved EvalConfig
     RUN_DIR/generations.jsonl    one line per generated sample (append-only; resume counts it)
+    RUN_DIR/generations.superseded.jsonl  answers an earlier stop rule cut short, set aside and
+                                 asked again (:mod:`.restop`)
     RUN_DIR/generation_log.jsonl one line per generation batch: samples, tokens, seconds, each
                                  model's usage (summed over every call in results.json generation)
     RUN_DIR/<bench>/samples.jsonl   EvalPlus format: task_id, solution (+ completion_raw, ...)
@@ -43,6 +45,8 @@ from codistill.evaluation.config import (  # noqa: F401 - the public names of th
 from codistill.evaluation.generate import LOGGER, gen_key, generate_missing, generation_totals, load_generations, make_units
 from codistill.evaluation.judging import CAP_SLACK, answer_rates, has_code, judge_all  # noqa: F401
 from codistill.evaluation.prompts import Protocol, _template, render_prompt, resolve_protocol  # noqa: F401
+from codistill.evaluation.restop import superseded_count, supersede_stale
+from codistill.formats import STOP_RULE
 from codistill.store import atomic_write_json, sha256_json, write_jsonl
 
 
@@ -127,8 +131,10 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
     strategy = make_strategy(cfg.strategy, generator=gen, cfg=cfg, protocol=protocol, tokenizer=tok)
     units = make_units(benches, protocol)
     have = load_generations(out)
+    restopped = supersede_stale(out, have, protocol, cfg, console)  # answers an earlier stop rule cut short
     mode_label = f"{protocol.mode} mode" if protocol.fmt is None else f"format {protocol.fmt.name}"
-    this_call = generate_missing(cfg, strategy, units, have, out, tok, console, progress, mode_label)
+    marks = {"stop_rule": STOP_RULE} if protocol.fmt is not None else None
+    this_call = generate_missing(cfg, strategy, units, have, out, tok, console, progress, mode_label, marks)
     timings["generate_s"] = this_call["seconds"]
 
     # judge ------------------------------------------------------------------------------
@@ -150,6 +156,9 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, progress: bool) -> dict:
                                           "usage": usage.as_dict() if usage is not None else None}
     if hasattr(strategy, "record"):
         results["pipeline"] = strategy.record(results["generation"])
+    if protocol.fmt is not None:  # the stop rule, and the answers an earlier rule cut short that were asked again
+        results["stop_rule"] = {"rule": STOP_RULE, "stops": protocol.fmt.stop_strings(),
+                                "superseded": superseded_count(out), "superseded_this_call": restopped}
     results["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     atomic_write_json(out / "results.json", results)
     strategy.close()
