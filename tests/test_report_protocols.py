@@ -238,3 +238,17 @@ def test_the_report_says_why_answers_without_code_ended_where_the_eval_recorded_
     md = (tmp_path / "out" / "report.md").read_text()
     assert ("cd, humaneval: end of sequence 3, a later section's header (stop string) 9 "
             "(40 answers say why they ended)") in md
+
+
+def test_the_report_names_each_format_evals_stop_rule(tmp_path):
+    run = make_run(tmp_path)
+    res_path = run / "arms" / "cd" / "eval" / "results.json"
+    res = json.loads(res_path.read_text())
+    res["stop_rule"] = {"rule": 2, "stops": ["\n```\n\n### Tests"], "superseded": 7, "superseded_this_call": 7}
+    res_path.write_text(json.dumps(res))
+    rep = write_report([run], out=tmp_path / "out", plots=False, n_boot=200)
+    assert rep["protocols"]["cd"]["stop_rule"]["superseded"] == 7
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "- cd: rule 2, 7 answer(s) made under rule 1 asked again" in md
+    formats = [a for a, p in rep["protocols"].items() if p["name"] not in (None, "standard") and a != "cd"]
+    assert formats and all(f"- {a}: rule 1 (made before rule 2" in md for a in formats)

@@ -83,8 +83,9 @@ def supersede_stale(out: Path, have: dict[str, list[dict]], protocol, cfg, conso
             write_jsonl(out / name, [r for r in read_jsonl(out / name, resumable=True) if r.get("gen_key") not in drop])
     n = sum(len(have.pop(k)) for k in stale)
     if console is not None:
-        console.print(f"stop rule: {n} answer(s) of {len(stale)} prompt(s) were cut at a later section's header "
-                      f"before their code (stop rule 1); set aside in {SUPERSEDED_FILE} and asked again")
+        console.print(f"stop rule: {n} answer(s) of {len(stale)} prompt(s) were (or, not recorded, may have been) cut "
+                      f"at a later section's header before their code by stop rule 1; set aside in {SUPERSEDED_FILE} "
+                      "and asked again")
     return n
 
 

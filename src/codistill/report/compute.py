@@ -298,7 +298,7 @@ def _protocol(arm: Arm) -> Protocol:
             primary = kind == declared
     return {"name": protocol_name(arm), "description": p.get("description"),
             "overrides": check.get("overrides") or [], "primary": primary,
-            "max_new_tokens": (res.get("config") or {}).get("max_new_tokens")}
+            "max_new_tokens": (res.get("config") or {}).get("max_new_tokens"), "stop_rule": res.get("stop_rule")}
 
 
 def _fixed_before_run(run: RunInfo) -> list[str]:

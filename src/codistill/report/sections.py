@@ -248,6 +248,17 @@ def build_sections(rep: dict, arms: list[Arm], runs: list[RunInfo], plots: dict)
             b.append(Block("p", "Why the answers with no code ended, where the backend said (a streamed answer "
                            "knows; answers generated before this was recorded do not say):"))
             b.append(Block("list", items=why))
+        rules = [f"{a}: rule {sr.get('rule')}" + (f", {sr['superseded']} answer(s) made under rule 1 asked again"
+                                                   if sr.get("superseded") else "")
+                 for a, p in pr.items() if isinstance(sr := p.get("stop_rule"), dict)]
+        unmarked = [a for a, p in pr.items() if p.get("name") not in (None, "standard") and not p.get("stop_rule")]
+        if rules or unmarked:
+            b.append(Block("p", "Stop rule of the format evals: rule 2 stops at the header of a section after the "
+                           "code only once the code section is closed; rule 1 (evals made before 2026-12-02) stopped "
+                           "there even before the code, cutting off a student that wrote its tests first. A rule-1 "
+                           "eval run again asks those answers again (`generations.superseded.jsonl` keeps the old ones):"))
+            b.append(Block("list", items=rules + [f"{a}: rule 1 (made before rule 2; run it again to redo what it "
+                                                  "cut short)" for a in unmarked]))
         if over:
             b.append(Block("warn", "Guard overrides used:", items=over))
         secs.append(("Protocol and answer lengths", b))
