@@ -180,8 +180,7 @@ class StudentFormat(BaseModel):
         through the end of the code section when ``stop_after_code``, else all of it."""
         if not self.stop_after_code:
             return len(target)
-        section = self.sections[self._code_index()]
-        return code_span[1] + len(section.split("{code}")[1])
+        return code_span[1] + len(self.code_tail())
 
     def data_fields(self) -> dict:
         """The training DataConfig fields this format sets."""

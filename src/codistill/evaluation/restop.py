@@ -27,9 +27,11 @@ section. Rule 1 may have cut it before a later code section (a code block in its
 the tests header), but nothing recorded tells, and re-asking every one of them would regenerate
 nearly every answer of a model that ends in prose (the untouched base). Among streamed answers,
 whose end is known, paper-small's cd had none such: each answer rule 1 cut either ended with its
-closed code section or held no code at all (200). A unit with several samples is asked again whole when one of them is stale (its
-sample indices and seeds stay those of a fresh run). Only the direct strategy's evals made rows
-under rule 1; a pipeline's rows are left alone.
+closed code section or held no code at all (200).
+
+A unit with several samples is asked again whole when one of them is stale (its sample indices and
+seeds stay those of a fresh run). Only the direct strategy's evals made rows under rule 1; a
+pipeline's rows are left alone.
 """
 
 from __future__ import annotations
