@@ -135,15 +135,19 @@ def test_a_registered_stage_runs_with_no_edit_of_the_runner(tmp_path, monkeypatc
 # recognised as complete now. Upstream output hashes are stand-ins ("D", "T", "A").
 # eval keys: max_new_tokens 1920 since the budget guard refused 1024 after paper-small's teach stage;
 # eval:cd's changed on 2026-12-02, when the declared loop-stop rule set stop_on_loop on cd (it was
-# 5b094d84... without it); the complete evals (base, base@standard, teacher) keep theirs
+# 5b094d84... without it); the complete evals (base, base@standard, teacher) keep theirs.
+# The format evals' keys changed again with stop rule 2 (codistill.formats.STOP_RULE), so that the
+# runner runs them again in the same folder (their compat key is unchanged) and they ask again what
+# rule 1 cut short: eval:base@format was cf864291..., eval:cd@format 3dbe0fba...; runs/paper-small's
+# manifest has the new eval:base key. The standard-protocol evals keep theirs.
 PAPER_SMALL_KEYS = {
     "data": "dd7c960f6595db860db2a7c751e45afe87509cbddc317344fdb395ec53eb3c02",
     "teach": "ceb82c51f912395ead1a19ef630674423760ecf6238e7e5b6802841784f4aff4",
     "train:cd": "9c26b357eb046cc6f3ff12e1f9aa983e4f2ba1ab6643869ab6bbada0841850f8",
     "train:cd_sa": "f50e885f61d0aa1ce97b64d7d3aadaa0a35fd23f1e0ac5f52322906b533806b1",
-    "eval:base@format": "cf864291f4f50a9d9400f364695b4e3b239956ff7632a108074bef8aa59991a3",
+    "eval:base@format": "53b4aa44c580b7787a32ecbf633731f6396292173d9e1379e90042bfffa65b62",
     "eval:base@standard": "2094363e9d04187380d0f7954c84414f53ae2bb56bb9197d64464aa237e54bf1",
-    "eval:cd@format": "3dbe0fba702cb52d7fd78cac8b8b3cc941f2b861c5add14ea3ce2b3e0c572344",
+    "eval:cd@format": "5b40d9aec38e77d4ee425417c126aa60ef806cb8d9814f1e8a3050defcd3dd68",
     "eval:teacher@standard": "d73b6338e1c76dec2fbd0575147da8c9715259dd84b0c9cebdb25ce5173f7f6e",
 }
 
