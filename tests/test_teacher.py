@@ -661,3 +661,27 @@ def test_an_interrupt_stops_asking_the_teacher(tmp_path, server, monkeypatch):
     monkeypatch.setattr(ProblemRunner, "run", real_run)
     m = teach(_cfg(tmp_path, server.url, ds, teacher={"base_url": server.url, "concurrency": 1, "max_retries": 1}))
     assert m["counts"]["rows"] == 8 and len(list(read_jsonl(tmp_path / "run" / "contexts.jsonl"))) == 8
+
+
+def test_a_starved_caller_does_not_let_a_dead_teacher_be_asked_every_row():
+    """Calls that fail at once while the calling thread is slow to read them (here its progress
+    callback sleeps): the workers stop asking after the streak themselves, so only about
+    STOP_AFTER_FAILED rows are asked, not all 40."""
+    import logging
+    import threading
+    import time
+
+    from codistill.teacher.pool import STOP_AFTER_FAILED, ask_rows
+
+    asked, lock = [], threading.Lock()
+
+    def run(row):
+        with lock:
+            asked.append(row["id"])
+        raise ConnectionRefusedError("refused")
+
+    errors: dict = {}
+    ask_rows(run, [{"id": f"r{i}"} for i in range(40)], workers=2, record=lambda r, x: None, errors=errors,
+             advance=lambda: time.sleep(0.05), log=logging.getLogger("test"))
+    assert STOP_AFTER_FAILED <= len(asked) <= STOP_AFTER_FAILED + 2  # + the calls already in flight
+    assert set(errors) == set(asked)  # every row asked is a recorded error; the others stay to do
